@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The local lab: containers standing in for GPU servers and a gateway, on this
+# machine's Docker engine, converged with site.yml.
+#   scripts/lab.sh up       set up everything, create the lab, converge it (again)
+#   scripts/lab.sh down     remove the lab
+#   scripts/lab.sh status   list the lab's hosts
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export LAB_NETWORK=ai-fleet-lab
+inventory="$root/.lab/inventory"
+venv="$root/.venv"
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+
+up() {
+  scripts/bootstrap.sh
+  scripts/docker-engine.sh
+  scripts/lab-images.sh >/dev/null
+  # shellcheck disable=SC1091
+  . "$venv/bin/activate"
+  ansible-playbook molecule/shared/create.yml \
+    -e @molecule/shared/lab_fleet.yml -e "lab_inventory_dir=$inventory"
+  ansible-playbook -i "$inventory" molecule/default/converge.yml
+  cat <<MSG
+
+The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '{{.Names}}' | sort | tr '\n' ' ')
+  inventory:     $inventory
+  a shell:       docker exec -it ai-lab-gpu-1 bash
+  run a play:    .venv/bin/ansible-playbook -i .lab/inventory site.yml
+  run the tests: .venv/bin/pytest tests/integration --ansible-inventory=.lab/inventory --connection=ansible
+  remove it:     make lab-down
+MSG
+}
+
+down() {
+  if [ ! -x "$venv/bin/ansible-playbook" ]; then
+    scripts/bootstrap.sh
+  fi
+  scripts/docker-engine.sh
+  "$venv/bin/ansible-playbook" molecule/shared/destroy.yml
+  rm -rf "$root/.lab"
+  log "the lab is removed"
+}
+
+status() {
+  docker ps -a --filter "label=ai-fleet-lab=$LAB_NETWORK" \
+    --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

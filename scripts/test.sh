@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: tool chain, Docker engine, lab
+# images, then lint, unit tests and every molecule scenario. Ends with one
+# summary line over all test results: "summary: N passed, N failed, N skipped".
+#   scripts/test.sh               everything
+#   scripts/test.sh lint unit     only some stages (lint, unit, molecule)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PY_COLORS=0 NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
+results="$root/.cache/test-results"
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit molecule)
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+
+# nginx for the unit tests' `nginx -t` on rendered configurations; installed
+# without starting its service.
+ensure_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
+  log "installing nginx (for nginx -t)"
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' RETURN
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+}
+
+rm -rf "$results"
+mkdir -p "$results"
+scripts/bootstrap.sh
+# shellcheck disable=SC1091
+. "$root/.venv/bin/activate"
+
+if wants lint; then
+  log "lint: yamllint, ansible-lint (production profile), ruff, syntax check"
+  yamllint --strict .
+  ansible-lint
+  ruff check .
+  ruff format --check .
+  ansible-playbook -i inventory.example site.yml --syntax-check
+fi
+
+if wants unit; then
+  log "unit tests"
+  ensure_nginx
+  pytest tests/unit --junitxml="$results/unit.xml"
+fi
+
+if wants molecule; then
+  scripts/docker-engine.sh
+  scripts/lab-images.sh >/dev/null
+  for scenario in molecule/*/molecule.yml; do
+    name=$(basename "$(dirname "$scenario")")
+    log "molecule scenario: $name"
+    molecule test --scenario-name "$name"
+  done
+fi
+
+python scripts/test_summary.py "$results"
