@@ -8,7 +8,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export LAB_NETWORK=ai-fleet-lab
+export LAB_NETWORK=ai-fleet-lab LAB_IMAGE_ARCHIVES="$root/.cache/images"
 inventory="$root/.lab/inventory"
 venv="$root/.venv"
 
@@ -22,6 +22,7 @@ up() {
   . "$venv/bin/activate"
   ansible-playbook molecule/shared/create.yml \
     -e @molecule/shared/lab_fleet.yml -e "lab_inventory_dir=$inventory"
+  ansible-playbook -i "$inventory" molecule/shared/prepare.yml
   ansible-playbook -i "$inventory" molecule/default/converge.yml
   cat <<MSG
 

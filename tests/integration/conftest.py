@@ -3,28 +3,86 @@
 The suites run under molecule and, unchanged, against a real fleet:
     pytest tests/integration --ansible-inventory=inventory --connection=ansible
 Each test module selects its hosts with `testinfra_hosts` (an inventory group).
+Settings a role reads (container names, ports) come from the host's inventory
+variables, falling back to the role's defaults.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
+
+# The ai_node role's defaults of the settings these tests read.
+AI_NODE_DEFAULTS = {
+    "ai_node_http_port": 8800,
+    "ai_node_unit_manager_port": 8801,
+    "ai_node_unit_manager_publish": True,
+    "ai_node_unit_manager_bind_address": "127.0.0.1",
+    "ai_node_model_dir": "/models",
+    "ai_node_inference_container": "ai-inference-service",
+    "ai_node_unit_manager_container": "edge-unit-manager",
+    "ai_node_llm_container": "edge-llm-node",
+    "ai_node_ipc_volume": "ai-node-ipc",
+    "ai_node_network": "ai-node",
+    "ai_node_gpu_enabled": True,
+    "ai_node_gpu_count": -1,
+    "ai_node_config_dir": "/etc/ai-node",
+}
+
+
+def quote(arg: str) -> str:
+    """Quote one argument for the host's shell."""
+    return "'" + str(arg).replace("'", "'\\''") + "'"
 
 
 def run_ok(host, *argv: str) -> str:
     """Run a command on the host, fail the test with its output unless it exits 0."""
-    result = host.run(" ".join(_quote(a) for a in argv))
+    result = host.run(" ".join(quote(a) for a in argv))
     assert result.rc == 0, f"{' '.join(argv)} failed on {host.backend.hostname}: {result.stderr}"
     return result.stdout
 
 
-def _quote(arg: str) -> str:
-    """Quote one argument for the host's shell."""
-    return "'" + arg.replace("'", "'\\''") + "'"
+def inspect(host, name: str) -> dict:
+    """`docker inspect` of one container on the host."""
+    return json.loads(run_ok(host, "docker", "inspect", name))[0]
+
+
+def http_get(host, url: str, headers: dict | None = None) -> tuple[int, dict]:
+    """GET a URL from the host itself; return (status, JSON body)."""
+    argv = ["curl", "-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"]
+    for key, value in (headers or {}).items():
+        argv += ["-H", f"{key}: {value}"]
+    out = run_ok(host, *argv, url)
+    body, _, status = out.rstrip("\n").rpartition("\n")
+    return int(status), json.loads(body)
+
+
+def wait_for(predicate, timeout: float, interval: float = 2.0):
+    """Call predicate until it returns a truthy value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture
+def node_vars(host) -> dict:
+    """The ai_node settings of this host: inventory variables over the role's defaults."""
+    return {**AI_NODE_DEFAULTS, **host.ansible.get_variables()}
 
 
 @pytest.fixture
 def docker_info(host) -> dict:
     """`docker info` of the host's engine, as a dict."""
     return json.loads(run_ok(host, "docker", "info", "--format", "{{json .}}"))
+
+
+@pytest.fixture(scope="session")
+def ansible_inventory(request) -> str | None:
+    """The inventory the suite runs against (molecule's, or --ansible-inventory)."""
+    return request.config.option.ansible_inventory or os.environ.get("MOLECULE_INVENTORY_FILE")

@@ -1,0 +1,172 @@
+"""Preflight refusals of the ai_node role, run for real against one GPU node.
+
+Each case runs the role with one bad setting and checks that the play fails
+with a message naming the host and what to fix, and that the running stack is
+left exactly as it was (same containers, same start times, same files).
+
+These tests run ansible-playbook against the suite's inventory. They run under
+molecule; against another fleet only with AI_FLEET_PREFLIGHT_TESTS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+from conftest import AI_NODE_DEFAULTS, inspect
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = """\
+- name: Deploy the AI node stack
+  hosts: gpu_nodes
+  gather_facts: false
+  become: true
+  roles:
+    - role: ai_node
+"""
+
+pytestmark = pytest.mark.skipif(
+    not (os.environ.get("MOLECULE_INVENTORY_FILE") or os.environ.get("AI_FLEET_PREFLIGHT_TESTS")),
+    reason="runs plays against the fleet: molecule only, or AI_FLEET_PREFLIGHT_TESTS=1",
+)
+
+
+@pytest.fixture(scope="module")
+def node(ansible_inventory):
+    """The first GPU node of the inventory: (name, testinfra host, its settings)."""
+    out = subprocess.run(
+        ["ansible-inventory", "-i", ansible_inventory, "--list"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout
+    inventory = json.loads(out)
+    name = sorted(inventory["gpu_nodes"]["hosts"])[0]
+    host = testinfra.get_host(f"ansible://{name}?ansible_inventory={ansible_inventory}")
+    settings = {**AI_NODE_DEFAULTS, **host.ansible.get_variables()}
+    return name, host, settings
+
+
+def snapshot(host, settings: dict) -> dict:
+    """What must not change: each container's id and start time, the rendered files."""
+    state = {}
+    for key in (
+        "ai_node_inference_container",
+        "ai_node_unit_manager_container",
+        "ai_node_llm_container",
+    ):
+        info = inspect(host, settings[key])
+        state[settings[key]] = (info["Id"], info["State"]["StartedAt"], info["State"]["Running"])
+    config_dir = settings["ai_node_config_dir"]
+    for name in ("ai-inference-service.yaml", "ai-inference-service.env"):
+        state[name] = host.file(f"{config_dir}/{name}").md5sum
+    return state
+
+
+def run_role(ansible_inventory: str, name: str, extra_vars: dict, tmp_path: Path):
+    """Run the ai_node role on one host with extra vars; return the completed process."""
+    playbook = tmp_path / "ai_node.yml"
+    playbook.write_text(PLAYBOOK)
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps(extra_vars))
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
+    if (ROOT / ".collections").is_dir():
+        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            ansible_inventory,
+            str(playbook),
+            "--limit",
+            name,
+            "-e",
+            f"@{extra}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def refuse(node, ansible_inventory, tmp_path, extra_vars: dict, *expected: str) -> None:
+    """Assert the role refuses extra_vars with every expected text, the stack untouched."""
+    name, host, settings = node
+    before = snapshot(host, settings)
+    result = run_role(ansible_inventory, name, extra_vars, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"the play did not fail:\n{output[-3000:]}"
+    for text in (name, *expected):
+        assert text in output, f"{text!r} is not in the failure:\n{output[-3000:]}"
+    assert snapshot(host, settings) == before, "the running stack was touched"
+
+
+def test_weak_jwt_secret_is_refused(node, ansible_inventory, tmp_path):
+    refuse(
+        node,
+        ansible_inventory,
+        tmp_path,
+        {"ai_node_jwt_secret": "too-short"},
+        "ai_node_jwt_secret must be set (in a vault), at least 32 characters",
+    )
+
+
+def test_published_example_jwt_secret_is_refused(node, ansible_inventory, tmp_path):
+    example = "your-secret-key-change-in-production-min-32-chars"
+    refuse(
+        node,
+        ansible_inventory,
+        tmp_path,
+        {"ai_node_jwt_secret": example},
+        "not the published example value",
+    )
+
+
+def test_missing_model_file_is_refused(node, ansible_inventory, tmp_path):
+    model_dir = node[2]["ai_node_model_dir"]
+    refuse(
+        node,
+        ansible_inventory,
+        tmp_path,
+        {"ai_node_extra_model_files": ["whisper-encoder.onnx"]},
+        f"{model_dir}/whisper-encoder.onnx",
+        "missing in",
+        "code -5",
+    )
+
+
+def test_taken_port_is_refused(node, ansible_inventory, tmp_path):
+    _, host, _ = node
+    port = 18899
+    unit = "ai-fleet-test-port-holder"
+    host.run(f"systemctl stop {unit}")
+    holder = host.run(f"systemd-run --unit={unit} python3 -m http.server {port} --bind 0.0.0.0")
+    assert holder.rc == 0, holder.stderr
+    try:
+        assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or _wait_listening(host, port)
+        refuse(
+            node,
+            ansible_inventory,
+            tmp_path,
+            {"ai_node_http_port": port},
+            f"port {port} is in use by python3",
+            "ai_node_http_port",
+        )
+    finally:
+        host.run(f"systemctl stop {unit}")
+
+
+def _wait_listening(host, port: int) -> bool:
+    """Wait a few seconds for a listener on the port."""
+    result = host.run(
+        f"for i in $(seq 1 20); do ss -ltn | grep -q ':{port} ' && exit 0; sleep 0.25; done; exit 1"
+    )
+    return result.rc == 0
