@@ -9,6 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export LAB_NETWORK=ai-fleet-lab LAB_IMAGE_ARCHIVES="$root/.cache/images"
+export LAB_GATEWAY_PORT="${LAB_GATEWAY_PORT:-8080}"
 inventory="$root/.lab/inventory"
 venv="$root/.venv"
 
@@ -27,6 +28,7 @@ up() {
   cat <<MSG
 
 The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '{{.Names}}' | sort | tr '\n' ' ')
+  gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)
   inventory:     $inventory
   a shell:       docker exec -it ai-lab-gpu-1 bash
   run a play:    .venv/bin/ansible-playbook -i .lab/inventory site.yml
