@@ -5,6 +5,8 @@
 #     ai-fleet-lab/<name>:<hash of its folder and the base image> and :latest;
 #   - an archive of each fixture image in .cache/images/<name>.tar, which the
 #     lab ships to its hosts the way an air-gapped site ships images.
+#   - the local package repositories that stand in for NVIDIA's and Docker's
+#     (tests/fixtures/package-repo/build.sh), served in the lab.
 # Each is rebuilt only when its recipe changed.
 #   scripts/lab-images.sh [NAME...]   (default: every folder under tests/images)
 set -euo pipefail
@@ -44,3 +46,5 @@ for name in "${names[@]}"; do
   fi
   printf '%s\n' "$repo:latest"
 done
+
+"$root/tests/fixtures/package-repo/build.sh" >/dev/null

@@ -52,6 +52,8 @@ fi
 if wants molecule; then
   scripts/docker-engine.sh
   scripts/lab-images.sh >/dev/null
+  log "stand-in node stack: self-test against CONTRACT.md"
+  python tests/images/selftest.py --prefix ai-fleet-selftest-
   for scenario in molecule/*/molecule.yml; do
     name=$(basename "$(dirname "$scenario")")
     log "molecule scenario: $name"

@@ -11,9 +11,23 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Suites that run plays against the fleet (refusals, failover) run under
+# molecule, or against another fleet when this variable is set.
+PLAYS_ALLOWED = bool(
+    os.environ.get("MOLECULE_INVENTORY_FILE") or os.environ.get("AI_FLEET_PLAY_TESTS")
+)
+needs_plays = pytest.mark.skipif(
+    not PLAYS_ALLOWED,
+    reason="runs plays against the fleet: molecule only, or AI_FLEET_PLAY_TESTS=1",
+)
 
 # The ai_node role's defaults of the settings these tests read.
 AI_NODE_DEFAULTS = {
@@ -68,6 +82,36 @@ def wait_for(predicate, timeout: float, interval: float = 2.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def run_playbook(
+    inventory: str, playbook: Path, limit: str | None = None, extra_vars: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a playbook of this repository against the inventory; return the finished process."""
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
+    env.setdefault("ANSIBLE_FILTER_PLUGINS", str(ROOT / "plugins" / "filter"))
+    if (ROOT / ".collections").is_dir():
+        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
+    argv = ["ansible-playbook", "-i", inventory, str(playbook)]
+    if limit:
+        argv += ["--limit", limit]
+    if extra_vars:
+        argv += ["-e", f"@{extra_vars}"]
+    return subprocess.run(
+        argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900, check=False
+    )
+
+
+def inventory_groups(inventory: str) -> dict:
+    """The inventory as `ansible-inventory --list` prints it."""
+    out = subprocess.run(
+        ["ansible-inventory", "-i", inventory, "--list"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout
+    return json.loads(out)
 
 
 @pytest.fixture

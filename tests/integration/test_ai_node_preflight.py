@@ -5,21 +5,18 @@ with a message naming the host and what to fix, and that the running stack is
 left exactly as it was (same containers, same start times, same files).
 
 These tests run ansible-playbook against the suite's inventory. They run under
-molecule; against another fleet only with AI_FLEET_PREFLIGHT_TESTS=1.
+molecule; against another fleet only with AI_FLEET_PLAY_TESTS=1.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import AI_NODE_DEFAULTS, inspect
+from conftest import AI_NODE_DEFAULTS, inspect, inventory_groups, needs_plays, run_playbook
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = """\
 - name: Deploy the AI node stack
   hosts: gpu_nodes
@@ -29,24 +26,13 @@ PLAYBOOK = """\
     - role: ai_node
 """
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("MOLECULE_INVENTORY_FILE") or os.environ.get("AI_FLEET_PREFLIGHT_TESTS")),
-    reason="runs plays against the fleet: molecule only, or AI_FLEET_PREFLIGHT_TESTS=1",
-)
+pytestmark = needs_plays
 
 
 @pytest.fixture(scope="module")
 def node(ansible_inventory):
     """The first GPU node of the inventory: (name, testinfra host, its settings)."""
-    out = subprocess.run(
-        ["ansible-inventory", "-i", ansible_inventory, "--list"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout
-    inventory = json.loads(out)
-    name = sorted(inventory["gpu_nodes"]["hosts"])[0]
+    name = sorted(inventory_groups(ansible_inventory)["gpu_nodes"]["hosts"])[0]
     host = testinfra.get_host(f"ansible://{name}?ansible_inventory={ansible_inventory}")
     settings = {**AI_NODE_DEFAULTS, **host.ansible.get_variables()}
     return name, host, settings
@@ -74,27 +60,7 @@ def run_role(ansible_inventory: str, name: str, extra_vars: dict, tmp_path: Path
     playbook.write_text(PLAYBOOK)
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps(extra_vars))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
-    if (ROOT / ".collections").is_dir():
-        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            ansible_inventory,
-            str(playbook),
-            "--limit",
-            name,
-            "-e",
-            f"@{extra}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    return run_playbook(ansible_inventory, playbook, limit=name, extra_vars=extra)
 
 
 def refuse(node, ansible_inventory, tmp_path, extra_vars: dict, *expected: str) -> None:

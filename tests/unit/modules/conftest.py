@@ -1,0 +1,27 @@
+"""Load the project's module_utils and modules the way Ansible does at run time.
+
+Ansible puts plugins/module_utils/* under the ansible.module_utils namespace;
+the tests register them there before importing a module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def load(name: str, path: Path):
+    """Import a file as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+for _util in sorted((PLUGINS / "module_utils").glob("*.py")):
+    load(f"ansible.module_utils.{_util.stem}", _util)
