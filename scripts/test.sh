@@ -15,6 +15,10 @@ stages=("$@")
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+# A failing step is reported and the run goes on, so that every stage runs and
+# the summary line is always printed; the exit status says whether all passed.
+failed_steps=()
+step() { "$@" || { failed_steps+=("$*"); printf '\n!!! failed: %s\n' "$*" >&2; }; }
 
 # nginx for the unit tests' `nginx -t` on rendered configurations; installed
 # without starting its service.
@@ -36,29 +40,35 @@ scripts/bootstrap.sh
 
 if wants lint; then
   log "lint: yamllint, ansible-lint (production profile), ruff, syntax check"
-  yamllint --strict .
-  ansible-lint
-  ruff check .
-  ruff format --check .
-  ansible-playbook -i inventory.example site.yml --syntax-check
+  step yamllint --strict .
+  step ansible-lint
+  step ruff check .
+  step ruff format --check .
+  step ansible-playbook -i inventory.example site.yml --syntax-check
 fi
 
 if wants unit; then
   log "unit tests"
   ensure_nginx
-  pytest tests/unit --junitxml="$results/unit.xml"
+  step pytest tests/unit --junitxml="$results/unit.xml"
 fi
 
 if wants molecule; then
   scripts/docker-engine.sh
   scripts/lab-images.sh >/dev/null
   log "stand-in node stack: self-test against CONTRACT.md"
-  python tests/images/selftest.py --prefix ai-fleet-selftest-
+  step python tests/images/selftest.py --prefix ai-fleet-selftest-
   for scenario in molecule/*/molecule.yml; do
     name=$(basename "$(dirname "$scenario")")
     log "molecule scenario: $name"
-    molecule test --scenario-name "$name"
+    step molecule test --scenario-name "$name"
   done
 fi
 
-python scripts/test_summary.py "$results"
+if [ ${#failed_steps[@]} -gt 0 ]; then
+  printf '\nfailed steps:\n' >&2
+  printf '  %s\n' "${failed_steps[@]}" >&2
+fi
+# A failed step with no test report of its own (lint, a scenario that broke
+# before its verifier) counts as one failure in the summary.
+python scripts/test_summary.py "$results" --failed-steps "${#failed_steps[@]}"

@@ -63,8 +63,13 @@ def run_role(ansible_inventory: str, name: str, extra_vars: dict, tmp_path: Path
     return run_playbook(ansible_inventory, playbook, limit=name, extra_vars=extra)
 
 
-def refuse(node, ansible_inventory, tmp_path, extra_vars: dict, *expected: str) -> None:
-    """Assert the role refuses extra_vars with every expected text, the stack untouched."""
+def refuse(
+    node, ansible_inventory, tmp_path, extra_vars: dict, *expected: str, hidden: str = ""
+) -> None:
+    """Assert the role refuses extra_vars with every expected text, the stack untouched.
+
+    `hidden` is a value (a secret) that must not appear anywhere in the output.
+    """
     name, host, settings = node
     before = snapshot(host, settings)
     result = run_role(ansible_inventory, name, extra_vars, tmp_path)
@@ -72,6 +77,8 @@ def refuse(node, ansible_inventory, tmp_path, extra_vars: dict, *expected: str) 
     assert result.returncode != 0, f"the play did not fail:\n{output[-3000:]}"
     for text in (name, *expected):
         assert text in output, f"{text!r} is not in the failure:\n{output[-3000:]}"
+    if hidden:
+        assert hidden not in output, "the refused secret appears in the output"
     assert snapshot(host, settings) == before, "the running stack was touched"
 
 
