@@ -1,0 +1,42 @@
+"""Every plugin of the project documents itself: `ansible-doc` renders each one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+
+# (plugin type, name, an option its documentation must describe)
+DOCUMENTED = [
+    ("filter", "ai_upstream_servers", "defaults"),
+    ("filter", "ai_upstream_conf", "header"),
+    ("filter", "ai_gateway_probe_targets", "path"),
+    ("filter", "ai_gateway_verdicts", "probes"),
+    ("module", "nvidia_gpu_facts", None),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "option"), DOCUMENTED)
+def test_ansible_doc_renders(kind, name, option):
+    env = {
+        **os.environ,
+        "ANSIBLE_FILTER_PLUGINS": str(PLUGINS / "filter"),
+        "ANSIBLE_LIBRARY": str(PLUGINS / "modules"),
+        "ANSIBLE_MODULE_UTILS": str(PLUGINS / "module_utils"),
+    }
+    command = [sys.executable, "-m", "ansible.cli.doc", "-t", kind, "--json", name]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)[name]
+    assert doc["doc"].get("name", doc["doc"].get("module")) == name
+    assert doc["doc"]["short_description"]
+    if option:
+        assert option in doc["doc"]["options"]
+    assert name in doc["examples"]
+    assert doc["return"]
