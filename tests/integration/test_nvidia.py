@@ -21,6 +21,9 @@ PROBE_IMAGE = os.environ.get("AI_FLEET_PROBE_IMAGE", "ai-fleet-lab/probe:latest"
 DRIVER_SOURCES = "/etc/apt/sources.list.d/nvidia-cuda.sources"
 DRIVER_PIN = "/etc/apt/preferences.d/nvidia-driver-branch"
 TOOLKIT_SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
+# The repository lists of NVIDIA's documented set-up, which the roles replace.
+LEGACY_DRIVER_LISTS = "/etc/apt/sources.list.d/cuda-*-*.list"
+LEGACY_TOOLKIT_LIST = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 TOOLKIT_PACKAGES = [
     "nvidia-container-toolkit",
     "nvidia-container-toolkit-base",
@@ -53,6 +56,20 @@ def driver_expected(host) -> bool:
 
 def branch(host) -> str:
     return str(_vars(host).get("nvidia_driver_branch", "580"))
+
+
+def configured_driver_packages(host) -> list[str]:
+    """The driver packages the role installs: nvidia_driver_packages, else its defaults."""
+    variables = _vars(host)
+    if variables.get("nvidia_driver_packages"):
+        return list(variables["nvidia_driver_packages"])
+    modules = variables.get("nvidia_driver_kernel_modules", "open")
+    if host.system_info.distribution.lower() == "ubuntu":
+        # Up to 580 the branch is in the names; from 590 on it is not.
+        suffix = f"-{branch(host)}" if int(branch(host)) <= 580 else ""
+        return [("nvidia-open" if modules == "open" else "cuda-drivers") + suffix]
+    kernel = "nvidia-kernel-open-dkms" if modules == "open" else "nvidia-kernel-dkms"
+    return ["nvidia-driver-cuda", kernel, "nvidia-persistenced"]
 
 
 def require_apt(host):
@@ -127,8 +144,18 @@ def test_driver_packages_are_on_the_branch_and_held(driver_host):
     wanted = branch(driver_host) + "."
     off_branch = {n: v for n, v in packages.items() if not v.split(":")[-1].startswith(wanted)}
     assert off_branch == {}, f"packages off branch {wanted}*: {off_branch}"
-    held_driver = held(driver_host) & set(packages)
-    assert held_driver, f"none of {sorted(packages)} is held"
+    wanted_held = set(configured_driver_packages(driver_host))
+    assert wanted_held <= set(packages), f"not installed: {sorted(wanted_held - set(packages))}"
+    # The role holds what it installs by name and every driver package of the
+    # branch that came with it.
+    not_held = (wanted_held | set(packages)) - held(driver_host)
+    assert not_held == set(), f"driver packages not held: {sorted(not_held)}"
+
+
+def test_legacy_driver_repository_lists_are_gone(driver_host):
+    """NVIDIA's documented cuda-<distro>-<arch>.list would conflict with the deb822 source."""
+    found = driver_host.run(f"ls {LEGACY_DRIVER_LISTS} 2>/dev/null").stdout.split()
+    assert found == []
 
 
 def test_apt_would_keep_the_branch(driver_host):
@@ -153,7 +180,8 @@ def test_nouveau_is_blacklisted(driver_host):
 def test_persistence_daemon_is_enabled(driver_host):
     service = driver_host.service("nvidia-persistenced")
     assert service.is_enabled
-    if has_gpu(driver_host):
+    # Started once the driver is loaded; before the pending reboot it cannot run.
+    if has_gpu(driver_host) and driver_host.file("/sys/module/nvidia/version").exists:
         assert service.is_running
 
 
@@ -182,6 +210,12 @@ def test_toolkit_repository_and_key_are_configured(host):
     )
     assert fields["Suites"] == "/"
     assert "BEGIN PGP PUBLIC KEY BLOCK" in host.file(fields["Signed-By"]).content_string
+
+
+def test_legacy_toolkit_repository_list_is_gone(host):
+    """NVIDIA's documented nvidia-container-toolkit.list would conflict with the deb822 source."""
+    require_apt(host)
+    assert not host.file(LEGACY_TOOLKIT_LIST).exists
 
 
 def test_toolkit_packages_are_pinned_and_held(host):
