@@ -31,8 +31,8 @@ The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '
   gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)
   inventory:     $inventory
   a shell:       docker exec -it ai-lab-gpu-1 bash
-  run a play:    .venv/bin/ansible-playbook -i .lab/inventory site.yml
-  run the tests: .venv/bin/pytest tests/integration --ansible-inventory=.lab/inventory --connection=ansible
+  run a play:    . .venv/bin/activate && ansible-playbook -i .lab/inventory site.yml
+  run the tests: . .venv/bin/activate && pytest tests/integration --ansible-inventory=.lab/inventory --connection=ansible
   remove it:     make lab-down
 MSG
 }
