@@ -265,7 +265,7 @@ def test_the_drain_waits_for_the_request_in_flight(nginx, capsys):
     waited = time.monotonic() - started
     slow.join()
     assert result["reloaded"]
-    assert result["draining"] == 1
+    assert result["draining"] >= 1
     assert answers == ["ok"]  # the request in flight was not cut
     assert 1.0 <= waited < 5.0, waited
     assert result["drain_seconds"] >= 1.0
