@@ -71,6 +71,9 @@ VAR_MAX_FAILS = "ai_gateway_max_fails"
 VAR_FAIL_TIMEOUT = "ai_gateway_fail_timeout"
 VAR_BACKUP = "ai_gateway_backup"
 VAR_DRAIN = "ai_node_drain"
+#: How messages name the other source of ``down``: the gateways' drain record,
+#: written by the drain playbooks (argument ``drained``).
+DRAIN_RECORD = "drained by the drain playbook"
 
 DEFAULT_HEADER = (
     "nginx upstream servers of ai_inference_service, one per GPU node.\n"
@@ -286,11 +289,12 @@ def check_flags(entry, backup_var, down_var):
         )
 
 
-def build_entry(host, host_vars, options):
+def build_entry(host, host_vars, options, drained=False):
     """Return ``(entry, sources)`` for one inventory host.
 
     ``sources`` names the variables the address and the port came from, for
-    error messages about duplicates.
+    error messages about duplicates. ``drained`` marks the server ``down``
+    whatever ``ai_node_drain`` says.
     """
     found = first_set(host_vars, (VAR_PUBLIC_HOST, VAR_ANSIBLE_HOST))
     address_var, address = found or ("inventory hostname", host)
@@ -309,9 +313,9 @@ def build_entry(host, host_vars, options):
         "max_fails": option(VAR_MAX_FAILS, parse_max_fails, options["max_fails"]),
         "fail_timeout": option(VAR_FAIL_TIMEOUT, parse_time, options["fail_timeout"]),
         "backup": option(VAR_BACKUP, parse_bool, False),
-        "down": option(VAR_DRAIN, parse_bool, False),
+        "down": option(VAR_DRAIN, parse_bool, False) or drained,
     }
-    check_flags(entry, VAR_BACKUP, VAR_DRAIN)
+    check_flags(entry, VAR_BACKUP, f"{VAR_DRAIN} ({DRAIN_RECORD})" if drained else VAR_DRAIN)
     return entry, (address_var, port_var)
 
 
@@ -427,27 +431,46 @@ def check_hosts(hosts, hostvars):
     return list(hosts)
 
 
-def build_servers(hosts, hostvars, defaults):
+def check_drained(drained):
+    """Validate the ``drained`` argument and return it as a set of host names.
+
+    Names that are not GPU nodes are allowed: the record may still name a node that
+    has since left the inventory.
+    """
+    if drained is None:
+        return set()
+    if not is_list(drained):
+        kind = type(drained).__name__
+        raise UpstreamError(f"drained must be a list of inventory host names, got {kind}")
+    for name in drained:
+        if not isinstance(name, str) or not name:
+            raise UpstreamError(f"drained must contain inventory host names, got {name!r}")
+    return set(drained)
+
+
+def build_servers(hosts, hostvars, defaults, drained=None):
     """Validate the inputs and return the sorted server entries."""
     options = check_defaults(defaults)
     hosts = check_hosts(hosts, hostvars)
-    built = [build_entry(host, hostvars[host], options) for host in hosts]
+    drained = check_drained(drained)
+    built = [build_entry(host, hostvars[host], options, host in drained) for host in hosts]
     built.sort(key=lambda pair: natural_key(pair[0]["host_name"]))
     entries = [entry for entry, _ in built]
     check_unique(entries, [sources for _, sources in built])
-    check_usable(entries, VAR_BACKUP, VAR_DRAIN)
+    check_usable(entries, VAR_BACKUP, f"{VAR_DRAIN} or {DRAIN_RECORD}")
     return entries
 
 
-def ai_upstream_servers(hosts, hostvars, defaults=None):
+def ai_upstream_servers(hosts, hostvars, defaults=None, drained=None):
     """Return the upstream server entries of the GPU nodes, sorted by host name.
 
     ``hosts`` is a list of inventory host names (``groups['gpu_nodes']``),
     ``hostvars`` maps each to its variables, ``defaults`` may override
-    ``port``, ``weight``, ``max_fails`` and ``fail_timeout`` for all hosts.
+    ``port``, ``weight``, ``max_fails`` and ``fail_timeout`` for all hosts, and
+    ``drained`` names hosts to mark ``down`` as ``ai_node_drain`` does.
     """
     try:
-        return build_servers(hosts, hostvars, defaults)
+        return build_servers(hosts, hostvars, defaults, drained)
     except UpstreamError as e:
         raise AnsibleFilterError(f"ai_upstream_servers: {e}") from None
 

@@ -22,8 +22,8 @@ module: nginx_reload
 short_description: Reload nginx when its files are newer than its last load, and prove the load
 version_added: "0.2.0"
 description:
-  - Decides whether nginx must be reloaded: when O(reload) is true, or when a file
-    of O(config_files) was modified after the last load this module recorded in
+  - Decides whether nginx must be reloaded, that is when O(reload) is true, or when a
+    file of O(config_files) was modified after the last load this module recorded in
     O(stamp_file). A reload that did not happen in one run (the run stopped, the
     reload failed) is therefore done by the next run.
   - Runs O(reload_command) and, when O(pid_file) is given, checks that nginx really

@@ -18,7 +18,10 @@ DOCUMENTED = [
     ("filter", "ai_upstream_conf", "header"),
     ("filter", "ai_gateway_probe_targets", "path"),
     ("filter", "ai_gateway_verdicts", "probes"),
+    ("filter", "ai_fleet_batches", "size"),
+    ("filter", "ai_fleet_roll_plan", "drain"),
     ("module", "nvidia_gpu_facts", None),
+    ("module", "nginx_reload", "drain_timeout"),
 ]
 
 

@@ -398,15 +398,50 @@ def test_every_server_down_or_backup_rejected():
     message = fails(servers, ["gpu-2", "gpu-1"], hostvars)
     assert message == (
         "ai_upstream_servers: no usable server: every node is down or backup "
-        "('gpu-1' is down (ai_node_drain), 'gpu-2' is backup (ai_gateway_backup)); "
-        "at least one node must be neither"
+        "('gpu-1' is down (ai_node_drain or drained by the drain playbook), "
+        "'gpu-2' is backup (ai_gateway_backup)); at least one node must be neither"
     )
 
 
 def test_single_drained_node_rejected():
     message = fails_one({"ansible_host": "10.0.0.1", "ai_node_drain": True})
     assert "no usable server" in message
-    assert "'gpu-1' is down (ai_node_drain)" in message
+    assert "'gpu-1' is down (ai_node_drain or drained by the drain playbook)" in message
+
+
+# --- the gateway's drain record (argument drained) ------------------------------------
+
+
+def test_drained_hosts_are_down_like_ai_node_drain():
+    hostvars = {
+        "gpu-1": {"ansible_host": "10.0.0.1"},
+        "gpu-2": {"ansible_host": "10.0.0.2"},
+        "gpu-3": {"ansible_host": "10.0.0.3", "ai_node_drain": "yes"},
+    }
+    entries = servers(list(hostvars), hostvars, drained=["gpu-2", "gpu-gone"])
+    assert [e["down"] for e in entries] == [False, True, True]
+
+
+def test_draining_the_last_usable_node_is_refused():
+    hostvars = {"gpu-1": {"ansible_host": "10.0.0.1"}, "gpu-2": {"ansible_host": "10.0.0.2"}}
+    message = fails(servers, ["gpu-1", "gpu-2"], hostvars, drained=["gpu-1", "gpu-2"])
+    assert "no usable server" in message
+    assert "'gpu-2' is down (ai_node_drain or drained by the drain playbook)" in message
+
+
+def test_a_drained_backup_names_the_drain_record():
+    hostvars = {
+        "gpu-1": {"ansible_host": "10.0.0.1", "ai_gateway_backup": True},
+        "gpu-2": {"ansible_host": "10.0.0.2"},
+    }
+    message = fails(servers, ["gpu-1", "gpu-2"], hostvars, drained=["gpu-1"])
+    assert "ai_gateway_backup and ai_node_drain (drained by the drain playbook) are both" in message
+
+
+@pytest.mark.parametrize("drained", ["gpu-1", [""], [3]])
+def test_drained_must_be_a_list_of_names(drained):
+    hostvars = {"gpu-1": {"ansible_host": "10.0.0.1"}}
+    assert "drained must" in fails(servers, ["gpu-1"], hostvars, drained=drained)
 
 
 def test_one_usable_server_is_enough():

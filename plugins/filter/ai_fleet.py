@@ -1,0 +1,164 @@
+"""Plan a change of the GPU node fleet: which nodes go together, which are drained first.
+
+Two filters, documented in the adjacent ``ai_fleet_batches.yml`` and
+``ai_fleet_roll_plan.yml`` (``ansible-doc -t filter ai_fleet_roll_plan``):
+
+``ai_fleet_batches(hosts, size)``
+    Splits hosts into batches the way a play's ``serial`` does: a number, a
+    percentage of the hosts, or a list of those (the last one repeats).
+
+``ai_fleet_roll_plan(hosts, hostvars, size, drain='always')``
+    The batches of a roll, each ``{nodes, drain}``: the nodes to change together
+    and those of them to take out of every gateway first.
+
+Deterministic: hosts are ordered by name in natural order (``gpu-2`` before
+``gpu-10``). Errors raise ``AnsibleFilterError`` with a message that names the
+variable at fault.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+VAR_SIZE = "ai_fleet_batch_size"
+VAR_SERVING = "ai_fleet_serving"
+VAR_DISRUPTIVE = "ai_fleet_disruptive"
+DRAIN_MODES = ("always", "disruptive")
+
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
+
+
+class PlanError(ValueError):
+    """A validation failure; the filters re-raise it as AnsibleFilterError."""
+
+
+def is_list(value):
+    """Tell whether ``value`` is a list-like sequence (not a string)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def natural_key(name):
+    """Sort key that orders ``gpu-2`` before ``gpu-10``; ties broken by the raw name."""
+    parts = re.split(r"([0-9]+)", name)
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)], name
+
+
+def batch_count(size, total):
+    """Return how many hosts one batch of ``size`` takes out of ``total`` (at least 1).
+
+    ``size`` is a positive integer (or a string of digits) or a percentage such as
+    ``"25%"`` of ``total``, rounded down as Ansible's ``serial`` does.
+    """
+    if isinstance(size, str) and size.strip().isdigit():
+        size = int(size)
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size < 1:
+            raise PlanError(f"{VAR_SIZE} must be at least 1, got {size}")
+        return size
+    if isinstance(size, str):
+        found = _PERCENT.fullmatch(size.strip())
+        if found:
+            percent = float(found.group(1))
+            if not 0 < percent <= 100:
+                raise PlanError(f"{VAR_SIZE} must be a percentage from 1% to 100%, got {size!r}")
+            return max(1, math.floor(total * percent / 100))
+    raise PlanError(
+        f"{VAR_SIZE} must be a number of nodes (1, 2, ...), a percentage such as '25%', "
+        f"or a list of those, got {size!r}"
+    )
+
+
+def check_hosts(hosts):
+    """Validate a host list and return it sorted in natural order."""
+    if not is_list(hosts):
+        raise PlanError(f"hosts must be a list of inventory host names, got {type(hosts).__name__}")
+    for host in hosts:
+        if not isinstance(host, str) or not host:
+            raise PlanError(f"hosts must contain inventory host names, got {host!r}")
+    if len(set(hosts)) != len(hosts):
+        raise PlanError("hosts lists a host twice")
+    return sorted(hosts, key=natural_key)
+
+
+def split(hosts, size):
+    """Return ``hosts`` (already checked) in consecutive batches of ``size``."""
+    sizes = list(size) if is_list(size) else [size]
+    if not sizes:
+        raise PlanError(f"{VAR_SIZE} must not be an empty list")
+    counts = [batch_count(each, len(hosts)) for each in sizes]
+    batches, start, index = [], 0, 0
+    while start < len(hosts):
+        count = counts[min(index, len(counts) - 1)]
+        batches.append(hosts[start : start + count])
+        start += count
+        index += 1
+    return batches
+
+
+def ai_fleet_batches(hosts, size=1):
+    """Return the hosts in batches of ``size`` (number, percentage or list of those)."""
+    try:
+        return split(check_hosts(hosts), size)
+    except PlanError as e:
+        raise AnsibleFilterError(f"ai_fleet_batches: {e}") from None
+
+
+def flag(hostvars, host, var):
+    """Return a host's boolean flag ``var`` (false when unset)."""
+    host_vars = hostvars.get(host) if isinstance(hostvars, Mapping) else None
+    if not isinstance(host_vars, Mapping):
+        raise PlanError(f"host '{host}' is not in hostvars")
+    value = host_vars.get(var, False)
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise PlanError(f"host '{host}': {var} must be a boolean, got {value!r}") from None
+
+
+def roll_plan(hosts, hostvars, size, drain):
+    """Validate the inputs and return the batches of the roll."""
+    if drain not in DRAIN_MODES:
+        raise PlanError(f"drain must be one of {', '.join(DRAIN_MODES)}, got {drain!r}")
+    hosts = check_hosts(hosts)
+    if drain == "always":
+        rolled, calm = hosts, []
+    else:
+        rolled = [
+            host
+            for host in hosts
+            if flag(hostvars, host, VAR_SERVING) and flag(hostvars, host, VAR_DISRUPTIVE)
+        ]
+        calm = [host for host in hosts if host not in rolled]
+    plan = [{"nodes": calm, "drain": []}] if calm else []
+    plan += [{"nodes": batch, "drain": batch} for batch in split(rolled, size)] if rolled else []
+    return plan
+
+
+def ai_fleet_roll_plan(hosts, hostvars, size=1, drain="always"):
+    """Return the batches of a roll of the GPU nodes, each ``{nodes, drain}``.
+
+    ``drain='always'``: every node goes in a batch of ``size`` and is drained
+    first. ``drain='disruptive'``: only the nodes that serve (``ai_fleet_serving``)
+    and whose change interrupts their service (``ai_fleet_disruptive``) do; all
+    the others go first, together, without a drain.
+    """
+    try:
+        return roll_plan(hosts, hostvars, size, drain)
+    except PlanError as e:
+        raise AnsibleFilterError(f"ai_fleet_roll_plan: {e}") from None
+
+
+class FilterModule:
+    """Filters that plan a change of the GPU node fleet."""
+
+    def filters(self):
+        """Map filter names to functions."""
+        return {
+            "ai_fleet_batches": ai_fleet_batches,
+            "ai_fleet_roll_plan": ai_fleet_roll_plan,
+        }

@@ -1,0 +1,109 @@
+"""Unit tests of the ai_fleet filters (plugins/filter/ai_fleet.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+PLUGIN = Path(__file__).resolve().parents[3] / "plugins" / "filter" / "ai_fleet.py"
+spec = importlib.util.spec_from_file_location("ai_fleet_filter_under_test", PLUGIN)
+ai_fleet = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = ai_fleet
+spec.loader.exec_module(ai_fleet)
+batches = ai_fleet.ai_fleet_batches
+plan = ai_fleet.ai_fleet_roll_plan
+
+NODES = [f"gpu-{n}" for n in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)]
+
+
+def fails(func, *args, **kwargs):
+    with pytest.raises(AnsibleFilterError) as info:
+        func(*args, **kwargs)
+    return str(info.value.message)
+
+
+def test_filters_are_registered():
+    assert set(ai_fleet.FilterModule().filters()) == {"ai_fleet_batches", "ai_fleet_roll_plan"}
+
+
+def test_one_node_at_a_time_by_default_in_natural_order():
+    assert batches(["gpu-10", "gpu-2", "gpu-1"]) == [["gpu-1"], ["gpu-2"], ["gpu-10"]]
+
+
+@pytest.mark.parametrize(
+    ("size", "sizes"),
+    [
+        (3, [3, 3, 3, 1]),
+        ("3", [3, 3, 3, 1]),
+        ("25%", [2, 2, 2, 2, 2]),
+        ("5%", [1] * 10),
+        ("100%", [10]),
+        ("33.3 %", [3, 3, 3, 1]),
+        ([1, "50%"], [1, 5, 4]),
+        ([1, 2, 3], [1, 2, 3, 3, 1]),
+        (20, [10]),
+    ],
+)
+def test_batch_sizes(size, sizes):
+    result = batches(NODES, size)
+    assert [len(b) for b in result] == sizes
+    assert [h for b in result for h in b] == [f"gpu-{n}" for n in range(1, 11)]
+
+
+@pytest.mark.parametrize("size", [0, -1, "0%", "101%", "half", 1.5, True, None, []])
+def test_bad_sizes_name_the_variable(size):
+    assert "ai_fleet_batch_size must" in fails(batches, NODES, size)
+
+
+def test_no_hosts_no_batches():
+    assert batches([], 1) == []
+
+
+@pytest.mark.parametrize("hosts", ["gpu-1", ["gpu-1", "gpu-1"], [""], [None]])
+def test_bad_host_lists(hosts):
+    assert "hosts" in fails(batches, hosts, 1)
+
+
+HOSTVARS = {
+    "gpu-1": {"ai_fleet_serving": True, "ai_fleet_disruptive": True},
+    "gpu-2": {"ai_fleet_serving": True, "ai_fleet_disruptive": False},
+    "gpu-3": {"ai_fleet_serving": False, "ai_fleet_disruptive": True},
+    "gpu-4": {"ai_fleet_serving": "true", "ai_fleet_disruptive": "yes"},
+    "gpu-5": {},
+}
+
+
+def test_always_drains_every_node_in_batches():
+    assert plan(list(HOSTVARS), HOSTVARS, 2) == [
+        {"nodes": ["gpu-1", "gpu-2"], "drain": ["gpu-1", "gpu-2"]},
+        {"nodes": ["gpu-3", "gpu-4"], "drain": ["gpu-3", "gpu-4"]},
+        {"nodes": ["gpu-5"], "drain": ["gpu-5"]},
+    ]
+
+
+def test_disruptive_drains_only_serving_nodes_whose_change_interrupts_them():
+    assert plan(list(HOSTVARS), HOSTVARS, 1, "disruptive") == [
+        {"nodes": ["gpu-2", "gpu-3", "gpu-5"], "drain": []},
+        {"nodes": ["gpu-1"], "drain": ["gpu-1"]},
+        {"nodes": ["gpu-4"], "drain": ["gpu-4"]},
+    ]
+
+
+def test_disruptive_with_nothing_to_drain_is_one_batch():
+    assert plan(["gpu-2", "gpu-5"], HOSTVARS, 1, "disruptive") == [
+        {"nodes": ["gpu-2", "gpu-5"], "drain": []}
+    ]
+
+
+def test_plan_errors():
+    assert "drain must be one of" in fails(plan, ["gpu-1"], HOSTVARS, 1, "sometimes")
+    assert "host 'gpu-9' is not in hostvars" in fails(plan, ["gpu-9"], HOSTVARS, 1, "disruptive")
+    bad = {"gpu-1": {"ai_fleet_serving": "maybe"}}
+    assert "gpu-1': ai_fleet_serving must be a boolean" in fails(
+        plan, ["gpu-1"], bad, 1, "disruptive"
+    )
+    assert plan([], HOSTVARS) == []
