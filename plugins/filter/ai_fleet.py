@@ -11,6 +11,11 @@ Two filters, documented in the adjacent ``ai_fleet_batches.yml`` and
     The batches of a roll, each ``{nodes, drain}``: the nodes to change together
     and those of them to take out of every gateway first.
 
+``ai_fleet_fingerprint(host_vars, paths=[])``
+    A digest of what a node is told to be: its node-role variables and the
+    controller files the node roles ship (their code, image archives). A node
+    whose recorded digest differs has a change coming.
+
 Deterministic: hosts are ordered by name in natural order (``gpu-2`` before
 ``gpu-10``). Errors raise ``AnsibleFilterError`` with a message that names the
 variable at fault.
@@ -18,7 +23,10 @@ variable at fault.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +39,24 @@ VAR_DISRUPTIVE = "ai_fleet_disruptive"
 DRAIN_MODES = ("always", "disruptive")
 
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
+
+
+#: Variables that tell a node what to be: those of the node roles.
+NODE_ROLE_PREFIXES = ("nvidia_driver_", "nvidia_container_toolkit_", "docker_engine_", "ai_node_")
+#: Variables with those prefixes that are not settings: what the roles publish,
+#: and the drain flag (a drain changes the gateways, not the node).
+NOT_SETTINGS = frozenset(
+    {
+        "ai_node_health",
+        "ai_node_stack_running",
+        "ai_node_service_interrupted",
+        "ai_node_drain",
+        "docker_engine_service_interrupted",
+        "nvidia_driver_service_interrupted",
+    }
+)
+#: Files larger than this are identified by size and modification time, not content.
+HASHED_FILE_LIMIT = 1024 * 1024
 
 
 class PlanError(ValueError):
@@ -153,6 +179,58 @@ def ai_fleet_roll_plan(hosts, hostvars, size=1, drain="always"):
         raise AnsibleFilterError(f"ai_fleet_roll_plan: {e}") from None
 
 
+def file_identity(path):
+    """Return what identifies a file's content: its bytes, or size and mtime when large."""
+    stat = os.stat(path)
+    if stat.st_size > HASHED_FILE_LIMIT:
+        return f"{path} {stat.st_size} {stat.st_mtime_ns}".encode()
+    with open(path, "rb") as handle:
+        return path.encode() + b"\0" + handle.read()
+
+
+def tree_files(path):
+    """Return the files under ``path`` (or ``path`` itself), sorted, skipping caches."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise PlanError(f"paths: {path} is neither a file nor a folder on the controller")
+    found = []
+    for folder, subfolders, names in os.walk(path):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        found.extend(os.path.join(folder, name) for name in names if not name.endswith(".pyc"))
+    return sorted(found)
+
+
+def fingerprint(host_vars, paths):
+    """Validate the inputs and return the sha256 hex digest."""
+    if not isinstance(host_vars, Mapping):
+        raise PlanError(f"host_vars must be a dictionary, got {type(host_vars).__name__}")
+    if not is_list(paths):
+        raise PlanError(f"paths must be a list of controller paths, got {type(paths).__name__}")
+    settings = {}
+    for name in sorted(host_vars):
+        if str(name).startswith(NODE_ROLE_PREFIXES) and name not in NOT_SETTINGS:
+            settings[name] = host_vars[name]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in sorted({str(p) for p in paths if p}):
+        for name in tree_files(path):
+            digest.update(file_identity(name))
+    return digest.hexdigest()
+
+
+def ai_fleet_fingerprint(host_vars, paths=()):
+    """Return a digest of a node's node-role settings and of the given controller files.
+
+    ``host_vars`` are the node's variables (``hostvars[inventory_hostname]``):
+    those of the node roles count, except what the roles publish. ``paths`` are
+    controller files or folders (the node roles, image archives).
+    """
+    try:
+        return fingerprint(host_vars, paths)
+    except PlanError as e:
+        raise AnsibleFilterError(f"ai_fleet_fingerprint: {e}") from None
+
+
 class FilterModule:
     """Filters that plan a change of the GPU node fleet."""
 
@@ -161,4 +239,5 @@ class FilterModule:
         return {
             "ai_fleet_batches": ai_fleet_batches,
             "ai_fleet_roll_plan": ai_fleet_roll_plan,
+            "ai_fleet_fingerprint": ai_fleet_fingerprint,
         }

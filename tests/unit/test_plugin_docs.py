@@ -20,6 +20,7 @@ DOCUMENTED = [
     ("filter", "ai_gateway_verdicts", "probes"),
     ("filter", "ai_fleet_batches", "size"),
     ("filter", "ai_fleet_roll_plan", "drain"),
+    ("filter", "ai_fleet_fingerprint", "paths"),
     ("module", "nvidia_gpu_facts", None),
     ("module", "nginx_reload", "drain_timeout"),
 ]

@@ -27,7 +27,11 @@ def fails(func, *args, **kwargs):
 
 
 def test_filters_are_registered():
-    assert set(ai_fleet.FilterModule().filters()) == {"ai_fleet_batches", "ai_fleet_roll_plan"}
+    assert set(ai_fleet.FilterModule().filters()) == {
+        "ai_fleet_batches",
+        "ai_fleet_roll_plan",
+        "ai_fleet_fingerprint",
+    }
 
 
 def test_one_node_at_a_time_by_default_in_natural_order():
@@ -107,3 +111,37 @@ def test_plan_errors():
         plan, ["gpu-1"], bad, 1, "disruptive"
     )
     assert plan([], HOSTVARS) == []
+
+
+fingerprint = ai_fleet.ai_fleet_fingerprint
+
+
+def test_fingerprint_counts_node_role_settings_only():
+    base = {"ai_node_http_port": 8800, "docker_engine_source": "docker", "other": 1}
+    same = fingerprint(base)
+    assert same == fingerprint({**base, "other": 2, "ansible_host": "10.0.0.9"})
+    assert same == fingerprint({**base, "ai_node_health": {"healthy": True}, "ai_node_drain": 1})
+    assert same != fingerprint({**base, "ai_node_http_port": 8801})
+    assert same != fingerprint({**base, "nvidia_driver_branch": "590"})
+    assert len(same) == 64
+
+
+def test_fingerprint_counts_files_and_folders(tmp_path):
+    role = tmp_path / "role"
+    (role / "tasks").mkdir(parents=True)
+    (role / "tasks" / "main.yml").write_text("- a\n")
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"x" * (ai_fleet.HASHED_FILE_LIMIT + 1))
+    first = fingerprint({}, [str(role), str(archive)])
+    assert first == fingerprint({}, [str(archive), str(role)])
+    (role / "tasks" / "main.yml").write_text("- b\n")
+    second = fingerprint({}, [str(role), str(archive)])
+    assert second != first
+    archive.write_bytes(b"y" * (ai_fleet.HASHED_FILE_LIMIT + 2))
+    assert fingerprint({}, [str(role), str(archive)]) != second
+
+
+def test_fingerprint_errors(tmp_path):
+    assert "is neither a file nor a folder" in fails(fingerprint, {}, [str(tmp_path / "gone")])
+    assert "host_vars must be a dictionary" in fails(fingerprint, [], [])
+    assert "paths must be a list" in fails(fingerprint, {}, "a")
