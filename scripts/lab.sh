@@ -21,15 +21,20 @@ up() {
   scripts/lab-images.sh >/dev/null
   # shellcheck disable=SC1091
   . "$venv/bin/activate"
-  ansible-playbook molecule/shared/create.yml \
-    -e @molecule/shared/lab_fleet.yml -e "lab_inventory_dir=$inventory"
+  # The lab's inventory is written once; from then on it is edited like a real
+  # one, and the hosts it lists are created here.
+  if [ ! -f "$inventory/hosts.yml" ]; then
+    mkdir -p "$inventory"
+    cp molecule/shared/lab_hosts.yml "$inventory/hosts.yml"
+  fi
+  ansible-playbook -i "$inventory/hosts.yml" molecule/shared/create.yml -e "lab_inventory_dir=$inventory"
   ansible-playbook -i "$inventory" molecule/shared/prepare.yml
   ansible-playbook -i "$inventory" molecule/default/converge.yml
   cat <<MSG
 
 The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '{{.Names}}' | sort | tr '\n' ' ')
   gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)
-  inventory:     $inventory
+  inventory:     $inventory/hosts.yml   (add a GPU node: a line under gpu_nodes, then make lab)
   a shell:       docker exec -it ai-lab-gpu-1 bash
   run a play:    . .venv/bin/activate && ansible-playbook -i .lab/inventory site.yml
   run the tests: . .venv/bin/activate && pytest tests/integration --ansible-inventory=.lab/inventory --connection=ansible

@@ -13,6 +13,7 @@ import os
 import re
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 
 from edgellm import results
@@ -181,12 +182,25 @@ class UnitServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
+def load_models() -> None:
+    """Take the time a real node takes to load its models onto the GPUs.
+
+    ``STANDIN_MODEL_LOAD_SECONDS`` (default 0): until it has passed, the unit socket
+    does not exist, so setups fail with -6 as they do while a real llm node loads.
+    """
+    seconds = float(os.environ.get("STANDIN_MODEL_LOAD_SECONDS") or 0)
+    if seconds > 0:
+        log.info("loading models (%.1f s)", seconds)
+        time.sleep(seconds)
+
+
 def serve(path: str = LLM_SOCKET) -> None:
     """Listen on the unit socket (replacing a stale one) until a signal arrives."""
     setup_process()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
+    load_models()
     with UnitServer(path, UnitConnection) as server:
         os.chmod(path, 0o666)
         models = sorted(os.listdir(MODEL_DIR)) if os.path.isdir(MODEL_DIR) else []
