@@ -12,9 +12,10 @@ Two filters, documented in the adjacent ``ai_fleet_batches.yml`` and
     and those of them to take out of every gateway first.
 
 ``ai_fleet_fingerprint(host_vars, paths=[])``
-    A digest of what a node is told to be: its node-role variables and the
-    controller files the node roles ship (their code, image archives). A node
-    whose recorded digest differs has a change coming.
+    A digest of what a node is told to be: its settings of the node roles (the
+    options their argument specs declare) and the controller files the node
+    roles ship (their code, image archives). A node whose recorded digest
+    differs has a change coming.
 
 Deterministic: hosts are ordered by name in natural order (``gpu-2`` before
 ``gpu-10``). Errors raise ``AnsibleFilterError`` with a message that names the
@@ -30,6 +31,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
@@ -41,20 +43,8 @@ DRAIN_MODES = ("always", "disruptive")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
 
 
-#: Variables that tell a node what to be: those of the node roles.
-NODE_ROLE_PREFIXES = ("nvidia_driver_", "nvidia_container_toolkit_", "docker_engine_", "ai_node_")
-#: Variables with those prefixes that are not settings: what the roles publish,
-#: and the drain flag (a drain changes the gateways, not the node).
-NOT_SETTINGS = frozenset(
-    {
-        "ai_node_health",
-        "ai_node_stack_running",
-        "ai_node_service_interrupted",
-        "ai_node_drain",
-        "docker_engine_service_interrupted",
-        "nvidia_driver_service_interrupted",
-    }
-)
+#: Settings declared by ai_node that only the gateways read: they change no node.
+GATEWAY_SETTINGS = frozenset({"ai_node_drain", "ai_node_public_host", "ai_node_public_port"})
 #: Files larger than this are identified by size and modification time, not content.
 HASHED_FILE_LIMIT = 1024 * 1024
 
@@ -201,16 +191,25 @@ def tree_files(path):
     return sorted(found)
 
 
+def role_settings(path):
+    """Return the option names that a role folder declares in its argument specs."""
+    specs_path = os.path.join(path, "meta", "argument_specs.yml")
+    if not os.path.isfile(specs_path):
+        return set()
+    with open(specs_path, encoding="utf-8") as handle:
+        specs = (yaml.safe_load(handle) or {}).get("argument_specs") or {}
+    return {name for entry in specs.values() for name in (entry or {}).get("options") or {}}
+
+
 def fingerprint(host_vars, paths):
     """Validate the inputs and return the sha256 hex digest."""
     if not isinstance(host_vars, Mapping):
         raise PlanError(f"host_vars must be a dictionary, got {type(host_vars).__name__}")
     if not is_list(paths):
         raise PlanError(f"paths must be a list of controller paths, got {type(paths).__name__}")
-    settings = {}
-    for name in sorted(host_vars):
-        if str(name).startswith(NODE_ROLE_PREFIXES) and name not in NOT_SETTINGS:
-            settings[name] = host_vars[name]
+    declared = set().union(*(role_settings(str(p)) for p in paths if p and os.path.isdir(str(p))))
+    names = sorted(declared - GATEWAY_SETTINGS)
+    settings = {name: host_vars[name] for name in names if name in host_vars}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in sorted({str(p) for p in paths if p}):
         for name in tree_files(path):

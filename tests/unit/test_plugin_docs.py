@@ -21,6 +21,7 @@ DOCUMENTED = [
     ("filter", "ai_fleet_batches", "size"),
     ("filter", "ai_fleet_roll_plan", "drain"),
     ("filter", "ai_fleet_fingerprint", "paths"),
+    ("filter", "ai_fleet_report", "gateways"),
     ("module", "nvidia_gpu_facts", None),
     ("module", "nginx_reload", "drain_timeout"),
 ]

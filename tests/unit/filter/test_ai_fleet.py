@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -116,13 +117,22 @@ def test_plan_errors():
 fingerprint = ai_fleet.ai_fleet_fingerprint
 
 
-def test_fingerprint_counts_node_role_settings_only():
+def role_with_specs(tmp_path, *options):
+    role = tmp_path / "ai_node"
+    (role / "meta").mkdir(parents=True)
+    specs = {"argument_specs": {"main": {"options": {o: {"type": "raw"} for o in options}}}}
+    (role / "meta" / "argument_specs.yml").write_text(json.dumps(specs))
+    return str(role)
+
+
+def test_fingerprint_counts_the_settings_the_roles_declare(tmp_path):
+    role = role_with_specs(tmp_path, "ai_node_http_port", "docker_engine_source", "ai_node_drain")
     base = {"ai_node_http_port": 8800, "docker_engine_source": "docker", "other": 1}
-    same = fingerprint(base)
-    assert same == fingerprint({**base, "other": 2, "ansible_host": "10.0.0.9"})
-    assert same == fingerprint({**base, "ai_node_health": {"healthy": True}, "ai_node_drain": 1})
-    assert same != fingerprint({**base, "ai_node_http_port": 8801})
-    assert same != fingerprint({**base, "nvidia_driver_branch": "590"})
+    same = fingerprint(base, [role])
+    assert same == fingerprint({**base, "other": 2, "ansible_host": "10.0.0.9"}, [role])
+    assert same == fingerprint({**base, "ai_node_health": {"healthy": True}}, [role])
+    assert same == fingerprint({**base, "ai_node_drain": True}, [role])
+    assert same != fingerprint({**base, "ai_node_http_port": 8801}, [role])
     assert len(same) == 64
 
 
