@@ -85,20 +85,29 @@ def wait_for(predicate, timeout: float, interval: float = 2.0):
 
 
 def run_playbook(
-    inventory: str, playbook: Path, limit: str | None = None, extra_vars: Path | None = None
+    inventory: str,
+    playbook: Path,
+    limit: str | None = None,
+    extra_vars: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """Run a playbook of this repository against the inventory; return the finished process."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
-    env.setdefault("ANSIBLE_FILTER_PLUGINS", str(ROOT / "plugins" / "filter"))
+    for var, folder in (
+        ("ANSIBLE_FILTER_PLUGINS", "filter"),
+        ("ANSIBLE_LIBRARY", "modules"),
+        ("ANSIBLE_MODULE_UTILS", "module_utils"),
+    ):
+        env.setdefault(var, str(ROOT / "plugins" / folder))
     if (ROOT / ".collections").is_dir():
         env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
-    argv = ["ansible-playbook", "-i", inventory, str(playbook)]
+    argv = ["ansible-playbook", "-i", inventory, str(playbook), *args]
     if limit:
         argv += ["--limit", limit]
     if extra_vars:
         argv += ["-e", f"@{extra_vars}"]
     return subprocess.run(
-        argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900, check=False
+        argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500, check=False
     )
 
 

@@ -41,6 +41,7 @@ from conftest import (
     inventory_groups,
     needs_plays,
     run_ok,
+    run_playbook,
 )
 from loadgen import Load, summary
 
@@ -101,8 +102,8 @@ class Fleet:
 
     def play(self, playbook: str, *args: str, inventory: str | None = None, ok: bool = True):
         """Run a playbook with the module's change, return its output."""
-        env_args = ["-e", f"@{self.change}", *args]
-        result = run_playbook_args(inventory or self.inventory, PLAYBOOKS / playbook, env_args)
+        play_args = ("-e", f"@{self.change}", *args)
+        result = run_playbook(inventory or self.inventory, PLAYBOOKS / playbook, args=play_args)
         output = result.stdout + result.stderr
         if ok:
             assert result.returncode == 0, f"{playbook} failed:\n{output[-4000:]}"
@@ -139,22 +140,6 @@ class Fleet:
             r'ai_inference_http_requests_total\{[^}]*route="/api/v1/ai/(?:info|asr)"[^}]*\} (\d+)'
         )
         return sum(int(n) for n in re.findall(pattern, metrics))
-
-
-def run_playbook_args(inventory: str, playbook: Path, args: list[str]):
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
-    for var, sub in (
-        ("ANSIBLE_FILTER_PLUGINS", "plugins/filter"),
-        ("ANSIBLE_LIBRARY", "plugins/modules"),
-        ("ANSIBLE_MODULE_UTILS", "plugins/module_utils"),
-    ):
-        env.setdefault(var, str(ROOT / sub))
-    if (ROOT / ".collections").is_dir():
-        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
-    argv = ["ansible-playbook", "-i", inventory, str(playbook), *args]
-    return subprocess.run(
-        argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500, check=False
-    )
 
 
 def record(event: str, counts: dict, **facts) -> None:
@@ -255,9 +240,10 @@ def grown(fleet):
     folder.mkdir()
     data = yaml.safe_load(source.read_text())
     spare = fleet.spares[0]
-    children = data["all"]["children"]
-    settings = children[SPARE_GROUP]["hosts"].pop(spare)
-    children["gpu_nodes"]["hosts"][spare] = settings
+    # Groups under all.children (a hand-written inventory) or at the top (molecule's).
+    groups = data["all"].get("children") or data
+    settings = groups[SPARE_GROUP]["hosts"].pop(spare)
+    groups["gpu_nodes"]["hosts"][spare] = settings
     (folder / "hosts.yml").write_text(yaml.safe_dump(data))
     (folder / "group_vars").symlink_to(source.parent / "group_vars")
     return spare, str(folder / "hosts.yml")
