@@ -7,8 +7,12 @@ the tests register them there before importing a module.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
 
 PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -25,3 +29,12 @@ def load(name: str, path: Path):
 
 for _util in sorted((PLUGINS / "module_utils").glob("*.py")):
     load(f"ansible.module_utils.{_util.stem}", _util)
+
+
+def run_main(module, args: dict, capsys) -> dict:
+    """Run a module's main() with ``args``; return its JSON result, checking the exit status."""
+    with patch_module_args(args), pytest.raises(SystemExit) as exited:
+        module.main()
+    result = json.loads(capsys.readouterr().out)
+    assert exited.value.code == (1 if result.get("failed") else 0), result
+    return result

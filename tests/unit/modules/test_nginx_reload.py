@@ -8,7 +8,6 @@ a request in flight.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,8 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
-from conftest import PLUGINS, load
+from conftest import PLUGINS, load, run_main
 
 proc = load("ansible.module_utils.nginx_proc", PLUGINS / "module_utils" / "nginx_proc.py")
 module = load("nginx_reload_under_test", PLUGINS / "modules" / "nginx_reload.py")
@@ -187,11 +185,7 @@ def get(url: str) -> str:
 
 
 def run_module(args: dict, capsys) -> dict:
-    with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        module.main()
-    result = json.loads(capsys.readouterr().out)
-    assert exited.value.code == (1 if result.get("failed") else 0), result
-    return result
+    return run_main(module, args, capsys)
 
 
 def module_args(helper, **extra):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
-from conftest import FIXTURES, PLUGINS, load
+from conftest import FIXTURES, PLUGINS, load, run_main
 
 nvidia_smi = load("ansible.module_utils.nvidia_smi", PLUGINS / "module_utils" / "nvidia_smi.py")
 module = load("nvidia_gpu_facts_under_test", PLUGINS / "modules" / "nvidia_gpu_facts.py")
@@ -265,11 +263,7 @@ def fake_nvidia_smi(tmp_path, prefix: str | None, failure: tuple[str, int] | Non
 
 
 def run_module(args: dict, capsys) -> dict:
-    with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        module.main()
-    result = json.loads(capsys.readouterr().out)
-    assert exited.value.code == (1 if result.get("failed") else 0), result
-    return result
+    return run_main(module, args, capsys)
 
 
 def test_module_reports_gpus_through_a_real_nvidia_smi_run(tmp_path, capsys):
