@@ -235,9 +235,16 @@ def grown(fleet):
     """An inventory with the spare lab host moved into gpu_nodes."""
     if not fleet.spares:
         pytest.skip(f"no lab host in {SPARE_GROUP} to add")
+    # The inventory is a file, or a folder (molecule's) with one hosts file beside
+    # group_vars: the copy gets the changed hosts file and links to the rest.
     source = Path(fleet.inventory)
+    if source.is_dir():
+        source = next(p for p in sorted(source.iterdir()) if p.suffix in (".yml", ".yaml"))
     folder = fleet.tmp / "grown"
     folder.mkdir()
+    for entry in source.parent.iterdir():
+        if entry.name in ("group_vars", "host_vars"):
+            (folder / entry.name).symlink_to(entry.resolve())
     data = yaml.safe_load(source.read_text())
     spare = fleet.spares[0]
     # Groups under all.children (a hand-written inventory) or at the top (molecule's).
@@ -245,7 +252,6 @@ def grown(fleet):
     settings = groups[SPARE_GROUP]["hosts"].pop(spare)
     groups["gpu_nodes"]["hosts"][spare] = settings
     (folder / "hosts.yml").write_text(yaml.safe_dump(data))
-    (folder / "group_vars").symlink_to(source.parent / "group_vars")
     return spare, str(folder / "hosts.yml")
 
 
