@@ -101,6 +101,9 @@ def run_playbook(
         env.setdefault(var, str(ROOT / "plugins" / folder))
     if (ROOT / ".collections").is_dir():
         env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
+    # The lab's image archives, for an inventory copied elsewhere by a test
+    # (the lab's group_vars find them beside the lab's own inventory otherwise).
+    env.setdefault("LAB_IMAGE_ARCHIVES", str(ROOT / ".cache" / "images"))
     argv = ["ansible-playbook", "-i", inventory, str(playbook), *args]
     if limit:
         argv += ["--limit", limit]
