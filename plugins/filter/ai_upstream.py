@@ -6,7 +6,7 @@ Two filters, documented in the adjacent ``ai_upstream_servers.yml`` and
 ``ai_upstream_servers(hosts, hostvars, defaults=None)``
     Turns the GPU node hosts and their variables into a list of server entries.
 
-``ai_upstream_conf(entries, header=None)``
+``ai_upstream_conf(entries, header=None, allow_loopback=False)``
     Turns server entries into the text of the include file, one ``server`` line
     per node.
 
@@ -29,14 +29,28 @@ from ansible.module_utils.parsing.convert_bool import boolean
 #: (``AI_HTTP_PORT`` of the node stack).
 DEFAULT_PORT = 8800
 
+#: nginx ``max_conns`` of a node when no variable sets one: a node holds about 20
+#: concurrent sessions and answers code -21 ("task full") beyond (CONTRACT.md).
+#: 0 means unlimited (nginx's own default; nothing is written).
+DEFAULT_MAX_CONNS = 20
+#: Largest ``max_conns`` accepted: far above what one node can hold.
+MAX_MAX_CONNS = 10000
+#: Largest ``weight`` accepted. nginx takes far larger numbers, but a weight is
+#: a share of the traffic: 100 lets one node take 100 times another's share,
+#: and a larger number is almost certainly a typo.
+MAX_WEIGHT = 100
+
 #: Options the ``defaults`` argument of ``ai_upstream_servers`` accepts, with
 #: their built-in values. Any other key is rejected, so that a misspelt option
-#: fails instead of being ignored.
+#: fails instead of being ignored. ``allow_loopback`` is no per-host value: it
+#: lets nodes sit at a loopback address (a node on the gateway host itself).
 DEFAULT_OPTIONS = {
     "port": DEFAULT_PORT,
     "weight": 1,
     "max_fails": 3,
     "fail_timeout": "30s",
+    "max_conns": DEFAULT_MAX_CONNS,
+    "allow_loopback": False,
 }
 
 #: Keys of a server entry. ``ai_upstream_conf`` requires ``host_name``,
@@ -49,6 +63,7 @@ ENTRY_KEYS = (
     "weight",
     "max_fails",
     "fail_timeout",
+    "max_conns",
     "backup",
     "down",
 )
@@ -57,6 +72,7 @@ ENTRY_DEFAULTS = {
     "weight": 1,
     "max_fails": 3,
     "fail_timeout": "30s",
+    "max_conns": DEFAULT_MAX_CONNS,
     "backup": False,
     "down": False,
 }
@@ -69,6 +85,7 @@ VAR_HTTP_PORT = "ai_node_http_port"
 VAR_WEIGHT = "ai_gateway_weight"
 VAR_MAX_FAILS = "ai_gateway_max_fails"
 VAR_FAIL_TIMEOUT = "ai_gateway_fail_timeout"
+VAR_MAX_CONNS = "ai_gateway_max_conns"
 VAR_BACKUP = "ai_gateway_backup"
 VAR_DRAIN = "ai_node_drain"
 #: How messages name the other source of ``down``: the gateways' drain record,
@@ -81,6 +98,16 @@ DEFAULT_HEADER = (
 )
 
 NO_SERVERS = "nginx refuses an upstream without servers"
+#: How messages say that loopback nodes need the option (and the role's variable).
+LOOPBACK_HINT = (
+    "the gateway would connect to itself, not to the node; allowed only with the "
+    "option allow_loopback (role variable ai_gateway_allow_loopback_nodes)"
+)
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_LINK_LOCAL_MULTICAST = (
+    ipaddress.ip_network("224.0.0.0/24"),
+    ipaddress.ip_network("ff02::/16"),
+)
 
 _DIGITS = re.compile(r"[0-9]+")
 _DOTTED_NUMBERS = re.compile(r"[0-9.]+")
@@ -142,8 +169,13 @@ def parse_port(value, host, var):
 
 
 def parse_weight(value, host, var):
-    """Return an nginx server weight (an int >= 1)."""
-    return to_int(value, host, var, 1)
+    """Return an nginx server weight (an int from 1 to ``MAX_WEIGHT``)."""
+    return to_int(value, host, var, 1, MAX_WEIGHT)
+
+
+def parse_max_conns(value, host, var):
+    """Return an nginx ``max_conns`` (an int from 0 to ``MAX_MAX_CONNS``; 0 = unlimited)."""
+    return to_int(value, host, var, 0, MAX_MAX_CONNS)
 
 
 def parse_max_fails(value, host, var):
@@ -186,12 +218,13 @@ def is_hostname(name):
     return all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
-def parse_address(value, host, var):
-    """Return a host name, IPv4 or IPv6 literal, validated.
+def normalise_address(value, host, var):
+    """Return a host name, IPv4 or IPv6 literal, validated and normalised.
 
     IPv6 literals may come bracketed (``[2001:db8::1]``); they are returned in
-    compressed form without brackets. IP literals are normalised, host names are
-    returned as given.
+    compressed form without brackets. An IPv4-mapped IPv6 address
+    (``::ffff:10.0.0.1``) is the IPv4 node it maps, and is returned as such.
+    IP literals are normalised, host names are returned as given.
     """
 
     def invalid(problem):
@@ -205,9 +238,12 @@ def parse_address(value, host, var):
         if "%" in literal:
             raise invalid("must not carry an IPv6 zone index")
         try:
-            return ipaddress.IPv6Address(literal).compressed
+            address = ipaddress.IPv6Address(literal)
         except ValueError:
             raise invalid("is not a valid IPv6 address") from None
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return address.compressed
     if ":" in value or "/" in value:
         raise invalid(
             "must be a host name or IP address without scheme, port or path "
@@ -224,6 +260,46 @@ def parse_address(value, host, var):
             "inner hyphens, at most 63 characters each)"
         )
     return str(value)
+
+
+def unusable_address(address, allow_loopback):
+    """Return why no node can be reached at a normalised ``address``, or None.
+
+    Refused: the unspecified address (``0.0.0.0``, ``::``), broadcast
+    (``255.255.255.255``), multicast (link-local multicast included) and, unless
+    ``allow_loopback``, loopback (``127.0.0.0/8``, ``::1``, ``localhost``).
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        name = address.lower().rstrip(".")
+        if not allow_loopback and (name == "localhost" or name.endswith(".localhost")):
+            return f"is a loopback name: {LOOPBACK_HINT}"
+        return None
+    if ip.is_unspecified:
+        return "is the unspecified address, which names no host"
+    if ip == _BROADCAST:
+        return "is the broadcast address, not a node"
+    if any(ip in network for network in _LINK_LOCAL_MULTICAST):
+        return "is a link-local multicast address, not a node"
+    if ip.is_multicast:
+        return "is a multicast address, not a node"
+    if ip.is_loopback and not allow_loopback:
+        return f"is a loopback address: {LOOPBACK_HINT}"
+    return None
+
+
+def parse_address(value, host, var, allow_loopback=False):
+    """Return the normalised address of a node, refusing addresses no node can have.
+
+    See ``normalise_address`` for the forms accepted and ``unusable_address``
+    for the addresses refused.
+    """
+    address = normalise_address(value, host, var)
+    problem = unusable_address(address, allow_loopback)
+    if problem:
+        raise host_error(host, var, f"{problem} (got {value!r})")
+    return address
 
 
 def format_endpoint(address, port):
@@ -257,6 +333,8 @@ DEFAULT_PARSERS = {
     "weight": parse_weight,
     "max_fails": parse_max_fails,
     "fail_timeout": parse_time,
+    "max_conns": parse_max_conns,
+    "allow_loopback": parse_bool,
 }
 
 
@@ -307,11 +385,12 @@ def build_entry(host, host_vars, options, drained=False):
 
     entry = {
         "host_name": str(host),
-        "address": parse_address(address, host, address_var),
+        "address": parse_address(address, host, address_var, options["allow_loopback"]),
         "port": parse_port(port, host, port_var),
         "weight": option(VAR_WEIGHT, parse_weight, options["weight"]),
         "max_fails": option(VAR_MAX_FAILS, parse_max_fails, options["max_fails"]),
         "fail_timeout": option(VAR_FAIL_TIMEOUT, parse_time, options["fail_timeout"]),
+        "max_conns": option(VAR_MAX_CONNS, parse_max_conns, options["max_conns"]),
         "backup": option(VAR_BACKUP, parse_bool, False),
         "down": option(VAR_DRAIN, parse_bool, False) or drained,
     }
@@ -319,19 +398,19 @@ def build_entry(host, host_vars, options, drained=False):
     return entry, (address_var, port_var)
 
 
-#: How each key of a server entry is validated.
+#: How each key of a server entry but ``address`` is validated.
 ENTRY_PARSERS = {
-    "address": parse_address,
     "port": parse_port,
     "weight": parse_weight,
     "max_fails": parse_max_fails,
     "fail_timeout": parse_time,
+    "max_conns": parse_max_conns,
     "backup": parse_bool,
     "down": parse_bool,
 }
 
 
-def check_entry(entry, index):
+def check_entry(entry, index, allow_loopback=False):
     """Validate one server entry and return a normalised copy with every key."""
     if not isinstance(entry, Mapping):
         kind = type(entry).__name__
@@ -350,6 +429,7 @@ def check_entry(entry, index):
         if key not in entry:
             raise host_error(host, key, "is missing from the entry")
     checked = {"host_name": host, **ENTRY_DEFAULTS}
+    checked["address"] = parse_address(entry["address"], host, "address", allow_loopback)
     for key, parse in ENTRY_PARSERS.items():
         if key in entry:
             checked[key] = parse(entry[key], host, key)
@@ -360,7 +440,8 @@ def check_entry(entry, index):
 def check_unique(entries, sources):
     """Reject two entries that resolve to the same address and port.
 
-    Host names compare case-insensitively and without a trailing dot.
+    Host names compare case-insensitively and without a trailing dot; IP
+    addresses compare normalised (an IPv4-mapped IPv6 address is its IPv4 address).
     """
     seen = {}
     for entry, source in zip(entries, sources, strict=True):
@@ -466,8 +547,9 @@ def ai_upstream_servers(hosts, hostvars, defaults=None, drained=None):
 
     ``hosts`` is a list of inventory host names (``groups['gpu_nodes']``),
     ``hostvars`` maps each to its variables, ``defaults`` may override
-    ``port``, ``weight``, ``max_fails`` and ``fail_timeout`` for all hosts, and
-    ``drained`` names hosts to mark ``down`` as ``ai_node_drain`` does.
+    ``port``, ``weight``, ``max_fails``, ``fail_timeout`` and ``max_conns`` for
+    all hosts and set ``allow_loopback``, and ``drained`` names hosts to mark
+    ``down`` as ``ai_node_drain`` does.
     """
     try:
         return build_servers(hosts, hostvars, defaults, drained)
@@ -482,6 +564,8 @@ def server_line(entry):
         words.append(f"weight={entry['weight']}")
     words.append(f"max_fails={entry['max_fails']}")
     words.append(f"fail_timeout={entry['fail_timeout']}")
+    if entry["max_conns"]:
+        words.append(f"max_conns={entry['max_conns']}")
     if entry["backup"]:
         words.append("backup")
     if entry["down"]:
@@ -498,14 +582,18 @@ def header_lines(header):
     return [f"# {line}".rstrip() for line in header.splitlines()]
 
 
-def render_conf(entries, header):
+def render_conf(entries, header, allow_loopback=False):
     """Validate the entries and return the include file text."""
+    try:
+        allow_loopback = boolean(allow_loopback, strict=True)
+    except TypeError:
+        raise UpstreamError(f"allow_loopback must be a boolean, got {allow_loopback!r}") from None
     if not is_list(entries):
         kind = type(entries).__name__
         raise UpstreamError(f"entries must be a list of server entries, got {kind}")
     if not entries:
         raise UpstreamError(f"entries is empty; {NO_SERVERS}")
-    checked = [check_entry(entry, index) for index, entry in enumerate(entries)]
+    checked = [check_entry(entry, index, allow_loopback) for index, entry in enumerate(entries)]
     names = set()
     for entry in checked:
         name = entry["host_name"]
@@ -519,15 +607,16 @@ def render_conf(entries, header):
     return "\n".join(lines) + "\n"
 
 
-def ai_upstream_conf(entries, header=None):
+def ai_upstream_conf(entries, header=None, allow_loopback=False):
     """Return the text of the nginx upstream include file for ``entries``.
 
     A comment header (``DEFAULT_HEADER`` unless ``header`` is given; ``''`` for
     none), then one ``server`` line per entry sorted by host name, ending with a
-    newline. The same entries always give the same bytes.
+    newline. The same entries always give the same bytes. Loopback addresses are
+    refused unless ``allow_loopback``, as ``ai_upstream_servers`` does.
     """
     try:
-        return render_conf(entries, header)
+        return render_conf(entries, header, allow_loopback)
     except UpstreamError as e:
         raise AnsibleFilterError(f"ai_upstream_conf: {e}") from None
 

@@ -96,6 +96,7 @@ def run_playbook(
     for var, folder in (
         ("ANSIBLE_FILTER_PLUGINS", "filter"),
         ("ANSIBLE_LIBRARY", "modules"),
+        ("ANSIBLE_ACTION_PLUGINS", "action"),
         ("ANSIBLE_MODULE_UTILS", "module_utils"),
     ):
         env.setdefault(var, str(ROOT / "plugins" / folder))

@@ -459,8 +459,8 @@ def test_upstream_entries_feed_ai_upstream_conf():
     probes = registered(probe("gpu-2", body=OK), probe("gpu-3", status=503, msg="HTTP 503"))
     upstream = verdicts(entries, hostvars, probes)["upstream"]
     assert conf(upstream, header="") == (
-        "server 10.0.0.1:8800 max_fails=3 fail_timeout=30s down;\n"
-        "server 10.0.0.2:8800 max_fails=3 fail_timeout=30s;\n"
+        "server 10.0.0.1:8800 max_fails=3 fail_timeout=30s max_conns=20 down;\n"
+        "server 10.0.0.2:8800 max_fails=3 fail_timeout=30s max_conns=20;\n"
     )
 
 
