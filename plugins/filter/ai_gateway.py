@@ -1,16 +1,22 @@
 """Judge the GPU nodes behind the gateway: which ones go into the upstream.
 
-Two filters, documented in the adjacent ``ai_gateway_probe_targets.yml`` and
-``ai_gateway_verdicts.yml`` (``ansible-doc -t filter ai_gateway_verdicts``):
+Three filters, documented in the adjacent ``ai_gateway_probe_targets.yml``,
+``ai_gateway_verdicts.yml`` and ``ai_gateway_bad_networks.yml``
+(``ansible-doc -t filter ai_gateway_verdicts``):
 
 ``ai_gateway_probe_targets(entries, hostvars, path='/health')``
     The nodes that need a probe from the gateway: not drained, and without a
-    health verdict of their own (the fact ``ai_node_health``) in this run.
+    health verdict of their own (the fact ``ai_node_health``) in this run or
+    with a healthy one (the gateway checks that it reaches them itself).
 
 ``ai_gateway_verdicts(entries, hostvars, probes=None)``
     Gives every node that is not drained a verdict, from its ``ai_node_health``
-    fact or from the gateway's probe of it, and splits the server entries into
-    the upstream, the nodes left out, and the reasons why.
+    fact and the gateway's probe of it, and splits the server entries into the
+    upstream, the nodes left out, and the reasons why.
+
+``ai_gateway_bad_networks(values)``
+    The entries of a list that are not an IP address or network (CIDR), for
+    the settings check of the gateway's address lists.
 
 ``entries`` are the server entries of ``ai_upstream_servers``. Both filters are
 deterministic: every list comes out sorted by inventory host name in natural
@@ -21,6 +27,7 @@ variable at fault.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -120,6 +127,17 @@ def published(entry, hostvars):
     return VAR_HEALTH in host_vars_of(entry["host_name"], hostvars)
 
 
+def needs_probe(entry, hostvars):
+    """Tell whether the gateway probes the node of ``entry``.
+
+    Every node that is not drained is probed unless it published an unhealthy
+    (or malformed) verdict of its own: a node that says it is healthy may still
+    be out of the gateway's reach (a firewall, a NAT rule, a wrong public port).
+    """
+    host_vars = host_vars_of(entry["host_name"], hostvars)
+    return VAR_HEALTH not in host_vars or fact_verdict(host_vars[VAR_HEALTH])[0]
+
+
 def probe_url(entry, path):
     """Return the URL of the probe of one node: ``http://<address>:<port><path>``."""
     return f"http://{format_endpoint(entry['address'], entry['port'])}{path}"
@@ -137,7 +155,7 @@ def build_probe_targets(entries, hostvars, path):
             "url": probe_url(entry, path),
         }
         for entry in judged(check_entries(entries))
-        if not published(entry, hostvars)
+        if needs_probe(entry, hostvars)
     ]
 
 
@@ -145,7 +163,8 @@ def ai_gateway_probe_targets(entries, hostvars, path=DEFAULT_PATH):
     """Return the GPU nodes the gateway must probe, with the URL of each probe.
 
     A node is probed when it is not drained and published no ``ai_node_health``
-    in this run. Each target is ``{host_name, address, port, url}``.
+    in this run, or a healthy one. Each target is ``{host_name, address, port,
+    url}``.
     """
     try:
         return build_probe_targets(entries, hostvars, path)
@@ -212,30 +231,62 @@ def probe_results(probes):
     return by_host
 
 
+def reached_verdict(message, result):
+    """Return ``(healthy, message, source)`` of a node that published a healthy verdict.
+
+    The gateway's probe must confirm that it reaches the node; a skipped probe
+    (``ai_gateway_probe`` false) trusts the node's word.
+    """
+    if result.get("skipped"):
+        return True, message, SOURCE_FACT
+    reached, probed = probe_verdict(result)
+    if reached:
+        return True, message, SOURCE_FACT
+    return (
+        False,
+        f"the node reported healthy ({message}), but the gateway cannot reach it: {probed}",
+        SOURCE_PROBE,
+    )
+
+
+def verdict_of(host, host_vars, results):
+    """Return ``(healthy, message, source)`` of one node that is not drained.
+
+    Takes the node's probe result out of ``results``.
+    """
+    if VAR_HEALTH in host_vars:
+        healthy, message = fact_verdict(host_vars[VAR_HEALTH])
+        if not healthy:
+            return healthy, message, SOURCE_FACT
+        if host not in results:
+            raise VerdictError(
+                f"host '{host}': published a healthy {VAR_HEALTH} but has no result in "
+                "probes; the gateway probes every node of ai_gateway_probe_targets, "
+                "healthy ones included"
+            )
+        return reached_verdict(message, results.pop(host))
+    if host not in results:
+        raise VerdictError(
+            f"host '{host}': no {VAR_HEALTH} fact and no result in probes; "
+            "probe every node of ai_gateway_probe_targets"
+        )
+    healthy, message = probe_verdict(results.pop(host))
+    return healthy, message, SOURCE_PROBE
+
+
 def judge(entries, hostvars, probes):
     """Return ``{host: {healthy, message, source}}`` for every node that is not drained."""
     results = probe_results(probes)
     verdicts = {}
     for entry in judged(entries):
         host = entry["host_name"]
-        host_vars = host_vars_of(host, hostvars)
-        if VAR_HEALTH in host_vars:
-            healthy, message = fact_verdict(host_vars[VAR_HEALTH])
-            source = SOURCE_FACT
-        elif host in results:
-            healthy, message = probe_verdict(results.pop(host))
-            source = SOURCE_PROBE
-        else:
-            raise VerdictError(
-                f"host '{host}': no {VAR_HEALTH} fact and no result in probes; "
-                "probe every node of ai_gateway_probe_targets"
-            )
+        healthy, message, source = verdict_of(host, host_vars_of(host, hostvars), results)
         verdicts[host] = {"healthy": healthy, "message": message, "source": source}
     if results:
         names = ", ".join(f"'{host}'" for host in sorted(results, key=natural_key))
         raise VerdictError(
-            f"probes: result(s) for host(s) {names}, which are drained, published "
-            f"{VAR_HEALTH} or are not in entries"
+            f"probes: result(s) for host(s) {names}, which are drained, published an "
+            f"unhealthy {VAR_HEALTH} or are not in entries"
         )
     return verdicts
 
@@ -292,6 +343,33 @@ def ai_gateway_verdicts(entries, hostvars, probes=None):
         raise AnsibleFilterError(f"ai_gateway_verdicts: {e}") from None
 
 
+def network_problem(value):
+    """Return why ``value`` is not an IP address or network (CIDR), or None.
+
+    Accepted: ``10.0.0.5``, ``10.0.0.0/8``, ``2001:db8::1``, ``2001:db8::/32``,
+    as nginx's ``allow`` and ``set_real_ip_from`` take them. Refused: anything
+    else, a network with host bits set (``10.0.0.1/8``), an IPv6 zone index.
+    """
+    if not isinstance(value, str) or not value or "%" in value:
+        return "not an IP address or network"
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return "not an IP address or network"
+    return None
+
+
+def ai_gateway_bad_networks(values):
+    """Return the entries of ``values`` that are not an IP address or network (CIDR).
+
+    An empty list means every entry is valid. ``values`` that is not a list
+    (a string, a mapping) is returned whole, as one bad entry.
+    """
+    if not is_list(values):
+        return [values]
+    return [value for value in values if network_problem(value)]
+
+
 class FilterModule:
     """Filters that judge the GPU nodes behind the gateway."""
 
@@ -300,4 +378,5 @@ class FilterModule:
         return {
             "ai_gateway_probe_targets": ai_gateway_probe_targets,
             "ai_gateway_verdicts": ai_gateway_verdicts,
+            "ai_gateway_bad_networks": ai_gateway_bad_networks,
         }

@@ -13,7 +13,8 @@ Three filters, documented in the adjacent ``ai_node_firewall_sources.yml``,
     The same judgement as a list of problem lines (empty when all is well), for
     a validation step that reports every refused setting at once.
 
-``ai_node_firewall_rules(sources, port, family='ipv4', chain='AI-NODE-API', deny='drop', open=False)``
+``ai_node_firewall_rules(sources, port, family='ipv4', chain='AI-NODE-API', deny='drop',``
+``open=False)``
     The rules of the node's own chain, exactly as ``iptables -S <chain>`` prints
     them, so that the live chain can be compared with the wanted one line by line.
 
@@ -214,7 +215,9 @@ def collect(gateways, hostvars, networks, group):
     if gateways is None:
         gateways = []
     if not is_list(gateways):
-        problems.append(f"group '{group}': expected a list of inventory host names, got {gateways!r}")
+        problems.append(
+            f"group '{group}': expected a list of inventory host names, got {gateways!r}"
+        )
         gateways = []
     if not isinstance(hostvars, Mapping):
         raise FirewallError(f"hostvars must be a dictionary, got {type(hostvars).__name__}")
@@ -278,7 +281,7 @@ def parse_port(value):
     return number
 
 
-def render_rules(sources, port, family, chain, deny, is_open):  # noqa: PLR0913
+def render_rules(sources, port, *, family, chain, deny, is_open):  # noqa: PLR0913
     """Validate the arguments and return the rule lines (see ``ai_node_firewall_rules``)."""
     port = parse_port(port)
     if family not in FAMILIES:
@@ -328,7 +331,7 @@ def render_rules(sources, port, family, chain, deny, is_open):  # noqa: PLR0913
 
 
 def ai_node_firewall_rules(  # noqa: PLR0913
-    sources, port, family="ipv4", chain=DEFAULT_CHAIN, deny="drop", open=False
+    sources, port, *, family="ipv4", chain=DEFAULT_CHAIN, deny="drop", open=False
 ):
     """Return the rules of ``chain`` for one IP family, as ``iptables -S chain`` prints them.
 
@@ -339,7 +342,7 @@ def ai_node_firewall_rules(  # noqa: PLR0913
     With ``open=True`` every source returns: the port is open on purpose.
     """
     try:
-        return render_rules(sources, port, family, chain, deny, open)
+        return render_rules(sources, port, family=family, chain=chain, deny=deny, is_open=open)
     except FirewallError as e:
         raise AnsibleFilterError(f"ai_node_firewall_rules: {e}") from None
 

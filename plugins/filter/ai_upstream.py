@@ -273,20 +273,19 @@ def unusable_address(address, allow_loopback):
         ip = ipaddress.ip_address(address)
     except ValueError:
         name = address.lower().rstrip(".")
-        if not allow_loopback and (name == "localhost" or name.endswith(".localhost")):
-            return f"is a loopback name: {LOOPBACK_HINT}"
-        return None
-    if ip.is_unspecified:
-        return "is the unspecified address, which names no host"
-    if ip == _BROADCAST:
-        return "is the broadcast address, not a node"
-    if any(ip in network for network in _LINK_LOCAL_MULTICAST):
-        return "is a link-local multicast address, not a node"
-    if ip.is_multicast:
-        return "is a multicast address, not a node"
-    if ip.is_loopback and not allow_loopback:
-        return f"is a loopback address: {LOOPBACK_HINT}"
-    return None
+        loopback = name == "localhost" or name.endswith(".localhost")
+        return f"is a loopback name: {LOOPBACK_HINT}" if loopback and not allow_loopback else None
+    problems = (
+        (ip.is_unspecified, "is the unspecified address, which names no host"),
+        (ip == _BROADCAST, "is the broadcast address, not a node"),
+        (
+            any(ip in network for network in _LINK_LOCAL_MULTICAST),
+            "is a link-local multicast address, not a node",
+        ),
+        (ip.is_multicast, "is a multicast address, not a node"),
+        (ip.is_loopback and not allow_loopback, f"is a loopback address: {LOOPBACK_HINT}"),
+    )
+    return next((problem for found, problem in problems if found), None)
 
 
 def parse_address(value, host, var, allow_loopback=False):

@@ -13,7 +13,7 @@ short_description: Check a role's settings before anything changes, one short li
 version_added: "0.3.0"
 description:
   - Reads the variables of a role (inventory, extra vars, role defaults) on the controller
-    and checks them against the role's C(meta/argument_specs.yml) and the checks given here:
+    and checks them against the role's C(meta/argument_specs.yml) and the checks given here -
     ports, addresses to publish on, whole-number ranges, secrets, keys a mapping must not set.
   - Touches nothing on the host, so it runs before any host changes (the first play of
     every playbook, C(playbooks/validate.yml)) and in check mode.

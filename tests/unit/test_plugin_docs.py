@@ -24,6 +24,7 @@ DOCUMENTED = [
     ("filter", "ai_fleet_report", "gateways"),
     ("module", "nvidia_gpu_facts", None),
     ("module", "nginx_reload", "drain_timeout"),
+    ("module", "ai_settings_check", "secrets"),
 ]
 
 
