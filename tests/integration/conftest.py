@@ -33,7 +33,7 @@ needs_plays = pytest.mark.skipif(
 AI_NODE_DEFAULTS = {
     "ai_node_http_port": 8800,
     "ai_node_unit_manager_port": 8801,
-    "ai_node_unit_manager_publish": True,
+    "ai_node_unit_manager_publish": False,
     "ai_node_unit_manager_bind_address": "127.0.0.1",
     "ai_node_model_dir": "/models",
     "ai_node_inference_container": "ai-inference-service",
@@ -84,15 +84,22 @@ def wait_for(predicate, timeout: float, interval: float = 2.0):
         time.sleep(interval)
 
 
-def run_playbook(
+def run_playbook(  # noqa: PLR0913 (keyword-only options of one command)
     inventory: str,
     playbook: Path,
+    *,
     limit: str | None = None,
     extra_vars: Path | None = None,
     args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a playbook of this repository against the inventory; return the finished process."""
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
+    """Run a playbook of this repository against the inventory; return the finished process.
+
+    ``env`` adds to (or overrides) the environment, for example ANSIBLE_LOG_PATH.
+    """
+    env = dict(
+        os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1", **(env or {})
+    )
     for var, folder in (
         ("ANSIBLE_FILTER_PLUGINS", "filter"),
         ("ANSIBLE_LIBRARY", "modules"),

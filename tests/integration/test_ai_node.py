@@ -74,6 +74,36 @@ def test_deep_health_is_healthy(host, node_vars):
     assert body["data"]["status"] == "healthy"
 
 
+def test_unit_manager_is_not_published_unless_asked(host, node_vars):
+    """The unit-manager has no authentication: by default no host port reaches it."""
+    if node_vars["ai_node_unit_manager_publish"]:
+        pytest.skip("ai_node_unit_manager_publish is true on this host")
+    port = node_vars["ai_node_unit_manager_port"]
+    container = inspect(host, node_vars["ai_node_unit_manager_container"])
+    assert not container["HostConfig"]["PortBindings"]
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert not host.socket(f"tcp://127.0.0.1:{port}").is_listening
+
+
+def test_containers_are_hardened(host, node_vars):
+    """No privilege gain, every capability dropped, a process limit: the role's defaults."""
+    for key in (
+        "ai_node_inference_container",
+        "ai_node_unit_manager_container",
+        "ai_node_llm_container",
+    ):
+        config = inspect(host, node_vars[key])["HostConfig"]
+        assert "no-new-privileges:true" in (config["SecurityOpt"] or []), key
+        assert config["CapDrop"] == ["ALL"], key
+        assert config["PidsLimit"] == 4096, key
+
+
+def test_inference_container_carries_its_configuration_checksum(host, node_vars):
+    """A changed configuration recreates the container, even when a run stopped in between."""
+    labels = inspect(host, node_vars["ai_node_inference_container"])["Config"]["Labels"]
+    assert len(labels.get("ai-node.configuration", "")) == 64
+
+
 def test_unit_manager_listens_on_loopback_only(host, node_vars):
     if not node_vars["ai_node_unit_manager_publish"]:
         pytest.skip("ai_node_unit_manager_publish is false on this host")

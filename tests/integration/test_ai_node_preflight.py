@@ -88,7 +88,9 @@ def test_weak_jwt_secret_is_refused(node, ansible_inventory, tmp_path):
         ansible_inventory,
         tmp_path,
         {"ai_node_jwt_secret": "too-short"},
-        "ai_node_jwt_secret must be set (in a vault), at least 32 characters",
+        "ai_node_jwt_secret: given a value that is hidden (secret)",
+        "fewer than 32",
+        hidden="too-short",
     )
 
 
@@ -99,7 +101,9 @@ def test_published_example_jwt_secret_is_refused(node, ansible_inventory, tmp_pa
         ansible_inventory,
         tmp_path,
         {"ai_node_jwt_secret": example},
-        "not the published example value",
+        "ai_node_jwt_secret: given a value that is hidden (secret)",
+        "it is a published value",
+        hidden=example,
     )
 
 
