@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ def _load_plugin(name):
 ai_gateway = _load_plugin("ai_gateway")
 targets = ai_gateway.ai_gateway_probe_targets
 verdicts = ai_gateway.ai_gateway_verdicts
+bad_networks = ai_gateway.ai_gateway_bad_networks
 # The entries come from ai_upstream_servers in the role: the tests build them the same way.
 ai_upstream = _load_plugin("ai_upstream")
 servers = ai_upstream.ai_upstream_servers
@@ -108,21 +111,24 @@ def test_filter_module_maps_names_to_functions():
     assert ai_gateway.FilterModule().filters() == {
         "ai_gateway_probe_targets": targets,
         "ai_gateway_verdicts": verdicts,
+        "ai_gateway_bad_networks": bad_networks,
     }
 
 
 # --- ai_gateway_probe_targets ----------------------------------------------------
 
 
-def test_targets_are_the_nodes_without_a_verdict_and_not_drained():
+def test_targets_are_the_nodes_not_drained_and_not_reported_unhealthy():
     entries, hostvars = fleet(
         gpu_1={},
         gpu_2={"ai_node_health": {"healthy": True, "message": "ready"}},
         gpu_3={"ai_node_drain": True},
         gpu_4={"ai_node_health": "garbage"},
+        gpu_5={"ai_node_health": {"healthy": False, "message": "GPU lost"}},
     )
     assert targets(entries, hostvars) == [
         {"host_name": "gpu-1", "address": "10.0.0.1", "port": 8800, "url": URL1},
+        {"host_name": "gpu-2", "address": "10.0.0.2", "port": 8800, "url": URL2},
     ]
 
 
@@ -165,9 +171,9 @@ def test_targets_reject_a_host_missing_from_hostvars():
 # --- verdicts from the nodes' own ai_node_health ------------------------------------
 
 
-def test_published_healthy_verdict_needs_no_probe():
+def test_published_healthy_verdict_confirmed_by_the_gateway_probe():
     entries, hostvars = fleet(gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}})
-    result = verdicts(entries, hostvars)
+    result = verdicts(entries, hostvars, registered(probe("gpu-1", body=OK)))
     assert result["verdicts"] == {
         "gpu-1": {"healthy": True, "message": "ready", "source": "ai_node_health"}
     }
@@ -182,7 +188,8 @@ def test_published_healthy_verdict_needs_no_probe():
 def test_published_verdict_without_message(message):
     fact = {"healthy": True} if message is None else {"healthy": True, "message": message}
     entries, hostvars = fleet(gpu_1={"ai_node_health": fact})
-    assert verdicts(entries, hostvars)["verdicts"]["gpu-1"]["message"] == "no message"
+    result = verdicts(entries, hostvars, registered(probe("gpu-1", body=OK)))
+    assert result["verdicts"]["gpu-1"]["message"] == "no message"
 
 
 def test_published_unhealthy_verdict_leaves_the_node_out():
@@ -190,7 +197,7 @@ def test_published_unhealthy_verdict_leaves_the_node_out():
         gpu_1={"ai_node_health": {"healthy": False, "message": "GPU 0 lost"}},
         gpu_2={"ai_node_health": {"healthy": True, "message": "ready"}},
     )
-    result = verdicts(entries, hostvars)
+    result = verdicts(entries, hostvars, registered(probe("gpu-2", body=OK)))
     assert result["verdicts"]["gpu-1"] == {
         "healthy": False,
         "message": "GPU 0 lost",
@@ -227,6 +234,79 @@ def test_malformed_published_verdict_counts_as_unhealthy(fact, shown):
         f"gpu-1 (10.0.0.1:8800) is unhealthy (ai_node_health): {message}"
     ]
     assert names(result["upstream"]) == ["gpu-2"]
+
+
+# --- a node that says it is healthy must also be reachable from the gateway -----------
+
+
+@pytest.mark.parametrize(
+    ("failed", "reason"),
+    [
+        (probe("gpu-1", status=-1, msg=REFUSED), f"GET {URL1}: {REFUSED}"),
+        (probe("gpu-1", status=-1, msg=TIMED_OUT), f"GET {URL1}: {TIMED_OUT}"),
+        (probe("gpu-1", status=503, msg="HTTP Error 503"), f"GET {URL1}: HTTP Error 503"),
+        (
+            probe("gpu-1", body={"status": "starting"}),
+            f'{URL1} answered 200 without {{"status": "ok"}}',
+        ),
+    ],
+)
+def test_node_reported_healthy_but_unreachable_is_left_out(failed, reason):
+    entries, hostvars = fleet(
+        gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}},
+        gpu_2={"ai_node_health": {"healthy": True, "message": "ready"}},
+    )
+    assert names(targets(entries, hostvars)) == ["gpu-1", "gpu-2"]
+    result = verdicts(entries, hostvars, registered(failed, probe("gpu-2", body=OK)))
+    message = f"the node reported healthy (ready), but the gateway cannot reach it: {reason}"
+    assert result["verdicts"]["gpu-1"] == {"healthy": False, "message": message, "source": "probe"}
+    assert names(result["upstream"]) == names(result["usable"]) == ["gpu-2"]
+    assert names(result["left_out"]) == ["gpu-1"]
+    assert result["left_out_reasons"] == [f"gpu-1 (10.0.0.1:8800) is unhealthy (probe): {message}"]
+    assert "cannot reach it" in result["left_out_reasons"][0]
+
+
+def test_every_node_reported_healthy_but_unreachable_leaves_nothing_usable():
+    entries, hostvars = fleet(
+        gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}},
+        gpu_2={"ai_node_health": {"healthy": True, "message": "ready"}},
+    )
+    probes = registered(
+        probe("gpu-1", status=-1, msg=REFUSED), probe("gpu-2", status=-1, msg=TIMED_OUT)
+    )
+    result = verdicts(entries, hostvars, probes)
+    assert result["usable"] == []
+    assert all("the gateway cannot reach it" in r for r in result["unusable_reasons"])
+    assert [r.split(" ")[0] for r in result["unusable_reasons"]] == ["gpu-1", "gpu-2"]
+
+
+def test_node_reported_unhealthy_is_not_probed_and_keeps_its_reason():
+    entries, hostvars = fleet(
+        gpu_1={"ai_node_health": {"healthy": False, "message": "model missing"}},
+        gpu_2={"ai_node_health": {"healthy": True, "message": "ready"}},
+    )
+    assert names(targets(entries, hostvars)) == ["gpu-2"]
+    result = verdicts(entries, hostvars, registered(probe("gpu-2", body=OK)))
+    assert result["left_out_reasons"] == [
+        "gpu-1 (10.0.0.1:8800) is unhealthy (ai_node_health): model missing"
+    ]
+
+
+def test_probing_off_trusts_a_node_reported_healthy():
+    entries, hostvars = fleet(
+        gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}},
+        gpu_2={},
+    )
+    result = verdicts(entries, hostvars, registered(skipped("gpu-1"), skipped("gpu-2")))
+    assert result["verdicts"] == {
+        "gpu-1": {"healthy": True, "message": "ready", "source": "ai_node_health"},
+        "gpu-2": {
+            "healthy": True,
+            "message": "not probed (ai_gateway_probe is false)",
+            "source": "probe",
+        },
+    }
+    assert names(result["usable"]) == ["gpu-1", "gpu-2"]
 
 
 # --- verdicts from the gateway's probes ---------------------------------------------
@@ -314,7 +394,7 @@ def test_published_verdict_wins_and_probes_cover_the_rest():
         gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}},
         gpu_2={},
     )
-    probes = registered(probe("gpu-2", status=-1, msg=REFUSED))
+    probes = registered(probe("gpu-1", body=OK), probe("gpu-2", status=-1, msg=REFUSED))
     result = verdicts(entries, hostvars, probes)
     assert result["verdicts"]["gpu-1"]["source"] == "ai_node_health"
     assert result["verdicts"]["gpu-2"]["source"] == "probe"
@@ -359,7 +439,7 @@ def test_probe_result_for_a_drained_node_is_rejected():
     probes = registered(probe("gpu-1", body=OK), probe("gpu-2", body=OK))
     assert fails(verdicts, entries, hostvars, probes) == (
         "ai_gateway_verdicts: probes: result(s) for host(s) 'gpu-1', which are drained, "
-        "published ai_node_health or are not in entries"
+        "published an unhealthy ai_node_health or are not in entries"
     )
 
 
@@ -487,10 +567,21 @@ def test_missing_probe_result_is_an_error():
     )
 
 
-def test_probe_result_for_a_published_node_is_rejected():
-    entries, hostvars = fleet(gpu_1={"ai_node_health": {"healthy": True, "message": "ok"}})
-    assert "result(s) for host(s) 'gpu-1'" in fails(
-        verdicts, entries, hostvars, registered(probe("gpu-1", body=OK))
+def test_probe_result_for_a_node_reported_unhealthy_is_rejected():
+    entries, hostvars = fleet(
+        gpu_1={"ai_node_health": {"healthy": False, "message": "down"}},
+        gpu_2={"ai_node_health": {"healthy": True, "message": "ok"}},
+    )
+    probes = registered(probe("gpu-1", body=OK), probe("gpu-2", body=OK))
+    assert "result(s) for host(s) 'gpu-1'" in fails(verdicts, entries, hostvars, probes)
+
+
+def test_published_healthy_node_without_probe_result_is_an_error():
+    entries, hostvars = fleet(gpu_1={"ai_node_health": {"healthy": True, "message": "ready"}})
+    assert fails(verdicts, entries, hostvars) == (
+        "ai_gateway_verdicts: host 'gpu-1': published a healthy ai_node_health but has no "
+        "result in probes; the gateway probes every node of ai_gateway_probe_targets, "
+        "healthy ones included"
     )
 
 
@@ -554,3 +645,53 @@ def test_hostvars_must_be_a_mapping_of_mappings():
     assert fails(verdicts, entries, {}) == (
         "ai_gateway_verdicts: host 'gpu-1' is not in hostvars (not in the inventory?)"
     )
+
+
+# --- ai_gateway_bad_networks ----------------------------------------------------------
+
+
+def test_bad_networks_accepts_addresses_and_networks():
+    good = ["127.0.0.1", "::1", "10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "0.0.0.0/0", "::/0"]
+    assert bad_networks(good) == []
+    assert bad_networks([]) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "10.0.0.1/8",
+        "10.0.0.300",
+        "10.0.0.0/33",
+        "example.com",
+        "all",
+        "unix:",
+        "fe80::1%eth0",
+        "[::1]",
+        "10.0.0.0/8;",
+        "10.0.0.1 10.0.0.2",
+        "",
+        7,
+        None,
+    ],
+)
+def test_bad_networks_lists_each_bad_entry(bad):
+    assert bad_networks(["10.0.0.0/8", bad, "::1"]) == [bad]
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", {"a": 1}, None])
+def test_bad_networks_refuses_a_value_that_is_not_a_list(value):
+    assert bad_networks(value) == [value]
+
+
+def test_bad_networks_is_documented():
+    env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(FILTERS)}
+    command = [sys.executable, "-m", "ansible.cli.doc", "-t", "filter", "--json"]
+    result = subprocess.run(
+        [*command, "ai_gateway_bad_networks"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)["ai_gateway_bad_networks"]
+    assert doc["doc"]["name"] == "ai_gateway_bad_networks"
+    assert "_input" in doc["doc"]["options"]
+    assert "ai_gateway_bad_networks" in doc["examples"]
+    assert doc["return"]

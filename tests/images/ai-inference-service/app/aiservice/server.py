@@ -17,6 +17,9 @@ class Server(ThreadingHTTPServer):
     """A thread per connection; the endpoints' shared state is `service`."""
 
     daemon_threads = True
+    # Connections waiting to be accepted: a burst from the gateway must not
+    # stall on the listen queue (Python's default is 5).
+    request_queue_size = 256
 
     def __init__(self, service: api.Service) -> None:
         """Bind to server.host:server.port."""
