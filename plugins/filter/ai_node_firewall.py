@@ -200,11 +200,10 @@ def gateway_sources(name, host_vars, group):
         else "its network facts are not gathered"
     )
     return [], [
-        f"{VAR_SOURCES} (gateway '{name}'): not set, and the gateway's address is unknown: "
-        f"{facts_state} and {connect_var} ({connect!r}) is not an IP literal; expected the "
-        f"gateway's addresses in {VAR_SOURCES} on '{name}', an IP address as its ansible_host, "
-        f"or its facts gathered in the play (gather_subset: network); or list its network "
-        f"in {VAR_NETWORKS} of the nodes"
+        f"{VAR_SOURCES} (gateway '{name}'): not set, and the gateway's address is unknown "
+        f"({facts_state}; {connect_var} {connect!r} is not an IP address); expected its "
+        f"addresses in {VAR_SOURCES} on '{name}', an IP address as its ansible_host, or its "
+        "facts gathered in the play (gather_subset: network)"
     ]
 
 

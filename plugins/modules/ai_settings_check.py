@@ -22,7 +22,8 @@ description:
     never appears.
 options:
   spec:
-    description: Path of the role's C(meta/argument_specs.yml); its O(entry_point) options are checked.
+    description:
+      - Path of the role's C(meta/argument_specs.yml); its O(entry_point) options are checked.
     type: path
   entry_point:
     description: The entry point of O(spec) whose options are checked.
@@ -86,7 +87,8 @@ EXAMPLES = r"""
     ports: [ai_node_http_port]
     bind_addresses: [ai_node_http_bind_address]
     any_address: [ai_node_http_bind_address]
-    host_addresses: "{{ ansible_facts['all_ipv4_addresses'] + ansible_facts['all_ipv6_addresses'] }}"
+    host_addresses: >-
+      {{ ansible_facts['all_ipv4_addresses'] + ansible_facts['all_ipv6_addresses'] }}
     secrets: [ai_node_jwt_secret]
     ranges:
       ai_node_audio_stream_chunk_size: [1, 1048576]

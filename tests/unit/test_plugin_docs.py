@@ -22,6 +22,7 @@ DOCUMENTED = [
     ("filter", "ai_fleet_roll_plan", "drain"),
     ("filter", "ai_fleet_fingerprint", "paths"),
     ("filter", "ai_fleet_report", "gateways"),
+    ("filter", "docker_engine_daemon_errors", "_input"),
     ("module", "nvidia_gpu_facts", None),
     ("module", "nginx_reload", "drain_timeout"),
     ("module", "ai_settings_check", "secrets"),
