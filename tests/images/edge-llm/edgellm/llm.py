@@ -31,7 +31,20 @@ from edgellm.protocol import (
 )
 
 MODEL_DIR = "/work/models"
-MAX_SESSIONS = 20
+
+
+def env_number(name: str, default: float) -> float:
+    """Read a non-negative number from the environment (empty or unset: default)."""
+    value = float(os.environ.get(name) or default)
+    if value < 0:
+        raise SystemExit(f"llm: {name} must not be negative, not {value}")
+    return value
+
+
+# Sessions open at once, as the real node (about 20): setup beyond gets -21.
+MAX_SESSIONS = int(env_number("STANDIN_MAX_SESSIONS", 20))
+# Seconds each inference takes, as the GPU would (default 0: answer at once).
+INFERENCE_SECONDS = env_number("STANDIN_INFERENCE_SECONDS", 0)
 # Results are streamed back in pieces of this many characters.
 DELTA_PIECE = 48
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -169,7 +182,11 @@ class UnitConnection(socketserver.BaseRequestHandler):
             return reply(request_id, session.work_id)
         if action == "inference":
             session, payload = self.sessions.push(work_id, message.get("data"))
-            return b"" if payload is None else result_lines(request_id, session, payload)
+            if payload is None:
+                return b""
+            if INFERENCE_SECONDS:
+                time.sleep(INFERENCE_SECONDS)
+            return result_lines(request_id, session, payload)
         if action == "exit":
             self.sessions.close(work_id)
             return b""
