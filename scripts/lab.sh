@@ -30,12 +30,19 @@ up() {
   ansible-playbook -i "$inventory/hosts.yml" molecule/shared/create.yml -e "lab_inventory_dir=$inventory"
   ansible-playbook -i "$inventory" molecule/shared/prepare.yml
   ansible-playbook -i "$inventory" molecule/default/converge.yml
+  # The first GPU host, as Ansible reaches it (lab-connection.yml, hosts.yml).
+  local first address port
+  first=$(ansible-inventory -i "$inventory" --graph gpu_nodes 2>/dev/null | awk -F'--' '/--/ {print $NF; exit}')
+  address=$(docker inspect --format "{{(index .NetworkSettings.Networks \"$LAB_NETWORK\").IPAddress}}" "$first")
+  port=$(ansible-inventory -i "$inventory" --host "$first" 2>/dev/null \
+         | python3 -c 'import json, sys; print(json.load(sys.stdin).get("ansible_port", 22))')
   cat <<MSG
 
 The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '{{.Names}}' | sort | tr '\n' ' ')
   gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)
   inventory:     $inventory/hosts.yml   (add a GPU node: a line under gpu_nodes, then make lab)
-  a shell:       docker exec -it ai-lab-gpu-1 bash
+  over SSH:      ssh -i .cache/lab-ssh/id_ed25519 -o UserKnownHostsFile=.lab/known_hosts -p $port ops@$address
+  a shell:       docker exec -it $first bash
   run a play:    . .venv/bin/activate && ansible-playbook -i .lab/inventory site.yml
   run the tests: . .venv/bin/activate && pytest tests/integration --ansible-inventory=.lab/inventory --connection=ansible
   remove it:     make lab-down
