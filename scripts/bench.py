@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,9 +287,8 @@ def summary(values: list[float]) -> dict:
     return {"min": min(values), "median": round(statistics.median(values), 2), "runs": values}
 
 
-def bench_deploy(bench: Bench, args: argparse.Namespace) -> list[dict]:
-    """Converge and no-op times for each fleet size."""
-    rows = []
+def bench_deploy(bench: Bench, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Measure converge and no-op times for each fleet size (appended to rows)."""
     for nodes in args.sizes:
         tag = f"deploy-{nodes}"
         converge, noop, noop_defaults, noop_cpu = [], [], [], []
@@ -328,7 +328,6 @@ def bench_deploy(bench: Bench, args: argparse.Namespace) -> list[dict]:
         rows.append(row)
         if nodes == args.request_nodes and args.requests:
             bench_requests_on(bench, args, rows)
-    return rows
 
 
 WRK_LATENCY = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -372,7 +371,10 @@ def wrk(log: Path, url: str, *, connections: int, seconds: int, body: str | None
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise BenchError(f"wrk {url} failed: {proc.stderr.strip()}")
-    return {"url": url, "connections": connections, "seconds": seconds, **parse_wrk(proc.stdout)}
+    result = {"url": url, "connections": connections, "seconds": seconds, **parse_wrk(proc.stdout)}
+    if result["ok_per_s"] == 0:
+        raise BenchError(f"wrk {url}: no request succeeded; see {log}")
+    return result
 
 
 def parse_wrk(out: str) -> dict:
@@ -779,13 +781,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="a short run that exercises every step: 1 node, one run each, short loads",
+        help="a short run that exercises every step: 2 nodes, one run each, short loads",
     )
     p.add_argument("--results", default=str(ROOT / ".cache" / "bench"), help="results folder")
     p.add_argument("--keep", action="store_true", help="leave the last bench fleet running")
+    p.add_argument("--junit", help="also write the run's outcome as a JUnit report to this file")
     args = p.parse_args(argv)
     if args.smoke:
-        args.sizes, args.repeat, args.converge_repeat, args.request_nodes = "1", 1, 1, 1
+        # Two nodes: a settings change drains one node at a time, never the last.
+        args.sizes, args.repeat, args.converge_repeat, args.request_nodes = "2", 1, 1, 2
         args.connections, args.load_seconds, args.light_seconds = 20, 3, 2
         args.audio_sizes, args.audio_repeat, args.profile_top = "100", 1, 10
     try:
@@ -797,9 +801,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
     if min(args.sizes) < 1 or args.repeat < 1 or args.converge_repeat < 1:
         p.error("sizes and repeats must be at least 1")
+    if args.requests and args.request_nodes < 2:
+        p.error("--request-nodes must be at least 2: a settings change drains one node at a time")
     if args.requests and args.request_nodes not in args.sizes:
         p.error(f"--request-nodes {args.request_nodes} must be one of --sizes {args.sizes}")
     return args
+
+
+def write_junit(path: Path, error: str | None) -> None:
+    """Write the run as one JUnit test case, so that a test summary counts it."""
+    case = ET.Element("testcase", classname="bench", name="make bench --smoke")
+    if error:
+        ET.SubElement(case, "failure", message=error).text = error
+    suite = ET.Element("testsuite", name="bench", tests="1", failures="1" if error else "0")
+    suite.append(case)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
 
 
 def main(argv: list[str]) -> int:
@@ -816,24 +833,28 @@ def main(argv: list[str]) -> int:
         "machine": machine(),
         "options": {k: v for k, v in vars(args).items()},
     }
+    report["deploy"] = []
     try:
-        report["deploy"] = bench_deploy(bench, args)
+        bench_deploy(bench, args, report["deploy"])
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
         report["error"] = str(err)
-        return 1
     finally:
         if not args.keep:
             destroy_fleet(bench, "final-destroy")
         (bench.results / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        if report.get("deploy"):
+        if report["deploy"]:
             (bench.results / "summary.md").write_text(markdown(report) + "\n")
             report["charts"] = charts(report, bench.results)
         latest = results / "latest"
         if latest.is_symlink() or latest.exists():
             latest.unlink()
         latest.symlink_to(stamp)
+        if args.junit:
+            write_junit(Path(args.junit), report.get("error"))
         print(f"bench: results in {bench.results}", flush=True)
+    if report.get("error"):
+        return 1
     print(markdown(report))
     return 0
 

@@ -3,7 +3,7 @@
 # images, then lint, unit tests and every molecule scenario. Ends with one
 # summary line over all test results: "summary: N passed, N failed, N skipped".
 #   scripts/test.sh               everything
-#   scripts/test.sh lint unit     only some stages (lint, unit, molecule)
+#   scripts/test.sh lint unit     only some stages (lint, unit, molecule, bench)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,7 +11,7 @@ cd "$root"
 export PY_COLORS=0 NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 results="$root/.cache/test-results"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint unit molecule)
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit molecule bench)
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
@@ -63,6 +63,12 @@ if wants molecule; then
     log "molecule scenario: $name"
     step molecule test --scenario-name "$name"
   done
+fi
+
+# The bench is not a timed test; its short run proves that `make bench` works.
+if wants bench; then
+  log "bench: a short run of every step (scripts/bench.sh --smoke)"
+  step scripts/bench.sh --smoke --results "$root/.cache/bench-smoke" --junit "$results/bench.xml"
 fi
 
 if [ ${#failed_steps[@]} -gt 0 ]; then

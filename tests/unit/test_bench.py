@@ -117,4 +117,4 @@ def test_options_are_checked():
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "1,2", "--request-nodes", "4"])
     smoke = bench.parse_args(["--smoke"])
-    assert smoke.sizes == [1] and smoke.repeat == 1 and smoke.request_nodes == 1
+    assert smoke.sizes == [2] and smoke.repeat == 1 and smoke.request_nodes == 2
