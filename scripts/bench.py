@@ -17,8 +17,8 @@ Request path, on a fleet of ``--request-nodes`` nodes (the stand-in node takes
   - scale-out: POSTs at a fixed concurrency through the gateway with 1, 2, 4 nodes
     serving (the others drained), successful requests per second, p50, p99;
   - large audio: ASR of several sizes with the guide's chunk settings and with fast
-    ones, directly and through the gateway, and whether the gateway kept the request
-    body on disk (an open file under nginx's client body folder during the request).
+    ones, directly and through the gateway, and whether the gateway wrote the request
+    body to disk (nginx's client body folder changed during the requests).
 
 Raw results go to ``<results>/bench-<time>.json`` (and ``latest.json``), the logs of
 every run to ``<results>/logs``, a Markdown summary to ``<results>/summary.md`` and
@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -305,7 +304,7 @@ def bench_deploy(bench: Bench, args: argparse.Namespace, rows: list[dict]) -> No
             changed.append(changed_total(run))
             if r == 1:
                 profile = task_profile(bench.results / run["log"], args.profile_top)
-        for r in range(1, args.repeat + 1):
+        for r in range(1, (args.defaults_repeat or args.repeat) + 1):
             run = bench.playbook(f"{tag}-noop-defaults-{r}", "site.yml", defaults=True)
             noop_defaults.append(run["seconds"])
             changed.append(changed_total(run))
@@ -479,32 +478,13 @@ def post_seconds(url: str, body: bytes, timeout: float) -> float:
     return seconds
 
 
-class BodyOnDisk(threading.Thread):
-    """Watch the gateway while a request runs: is a request body file open in nginx."""
+def gateway_body_stamp() -> str:
+    """Return the modification time of nginx's request body folder on the bench gateway.
 
-    def __init__(self) -> None:
-        """Start watching (call stop() when the request is done)."""
-        super().__init__(daemon=True)
-        self.seen = False
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        """Poll the gateway's open files for nginx's client body folder."""
-        script = (
-            "ls -l /proc/[0-9]*/fd 2>/dev/null"
-            " | grep -c -e /var/lib/nginx/body -e client_body_temp || true"
-        )
-        while not self._stop_event.is_set():
-            out = docker("exec", GATEWAY, "sh", "-c", script, check=False).strip()
-            if out.isdigit() and int(out) > 0:
-                self.seen = True
-            self._stop_event.wait(0.2)
-
-    def stop(self) -> bool:
-        """Stop watching; return whether a body file was seen."""
-        self._stop_event.set()
-        self.join(timeout=10)
-        return self.seen
+    nginx creates (and at once unlinks) a file there for each request body larger than
+    client_body_buffer_size: the folder's time changes exactly when a body went to disk.
+    """
+    return docker("exec", GATEWAY, "stat", "-c", "%y", "/var/lib/nginx/body").strip()
 
 
 def bench_audio(bench: Bench, args: argparse.Namespace, gateway: str, first: str) -> list[dict]:
@@ -519,16 +499,14 @@ def bench_audio(bench: Bench, args: argparse.Namespace, gateway: str, first: str
             body = audio_body(size * 1024)
             row = {"settings": label, **settings, "audio_kb": size, "body_bytes": len(body)}
             for target, base in (("direct", first), ("gateway", gateway)):
-                watch = BodyOnDisk() if target == "gateway" else None
-                if watch:
-                    watch.start()
+                before = gateway_body_stamp()
                 runs = [
                     round(post_seconds(base + "/api/v1/ai/asr", body, 300) * 1000, 1)
                     for _ in range(args.audio_repeat)
                 ]
                 row[f"{target}_ms"] = summary(runs)
-                if watch:
-                    row["gateway_body_on_disk"] = watch.stop()
+                if target == "gateway":
+                    row["gateway_body_on_disk"] = gateway_body_stamp() != before
             row["gateway_adds_ms"] = round(
                 row["gateway_ms"]["median"] - row["direct_ms"]["median"], 1
             )
@@ -752,6 +730,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--converge-repeat", type=int, default=3, help="first converges per size (default 3)"
+    )
+    p.add_argument(
+        "--defaults-repeat", type=int, help="no-op runs with Ansible's defaults (default: --repeat)"
     )
     p.add_argument("--profile-top", type=int, default=25, help="slowest tasks kept per size")
     p.add_argument(
