@@ -118,3 +118,12 @@ def test_options_are_checked():
         bench.parse_args(["--sizes", "1,2", "--request-nodes", "4"])
     smoke = bench.parse_args(["--smoke"])
     assert smoke.sizes == [2] and smoke.repeat == 1 and smoke.request_nodes == 2
+
+
+def test_junit_report_counts_one_case(tmp_path):
+    ok, failed = tmp_path / "ok.xml", tmp_path / "failed.xml"
+    bench.write_junit(ok, None)
+    bench.write_junit(failed, "a no-op re-run changed something on 2 node(s): [1, 0]")
+    assert 'tests="1" failures="0"' in ok.read_text()
+    text = failed.read_text()
+    assert 'failures="1"' in text and "a no-op re-run changed something" in text
