@@ -655,6 +655,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def line_chart(plt, path: Path, xs: list[int], lines: list[tuple], labels: tuple[str, str, str]):
+    """Draw one chart: lines of (values, style, label) over xs; labels = (x, y, title)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for values, style, label in lines:
+        ax.plot(xs, values, style, label=label)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
 def charts(report: dict, results: Path) -> list[str]:
     """Draw converge time against fleet size and throughput against node count."""
     try:
@@ -663,61 +680,38 @@ def charts(report: dict, results: Path) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
-        print(
-            "bench: matplotlib is not installed; no charts (make bench installs it)",
-            file=sys.stderr,
-        )
+        print("bench: no matplotlib, no charts (make bench installs it)", file=sys.stderr)
         return []
     drawn = []
     deploy = report.get("deploy", [])
     if deploy:
+        median = lambda key: [row[key]["median"] for row in deploy]  # noqa: E731
+        lines = [
+            (median("first_converge_s"), "o-", "first converge"),
+            (median("noop_s"), "o-", "no-op, project settings"),
+            (median("noop_defaults_s"), "o--", "no-op, Ansible defaults"),
+        ]
+        labels = (
+            "GPU nodes (plus one gateway)",
+            "seconds (median)",
+            f"site.yml on the lab ({report['machine']['cpus']} CPUs)",
+        )
         sizes = [row["nodes"] for row in deploy]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.plot(
-            sizes, [r["first_converge_s"]["median"] for r in deploy], "o-", label="first converge"
-        )
-        ax.plot(
-            sizes, [r["noop_s"]["median"] for r in deploy], "o-", label="no-op, project settings"
-        )
-        ax.plot(
-            sizes,
-            [r["noop_defaults_s"]["median"] for r in deploy],
-            "o--",
-            label="no-op, Ansible defaults",
-        )
-        ax.set_xlabel("GPU nodes (plus one gateway)")
-        ax.set_ylabel("seconds (median)")
-        ax.set_xticks(sizes)
-        ax.set_title(f"site.yml on the lab ({report['machine']['cpus']} CPUs)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(results / "converge.png", dpi=100)
-        plt.close(fig)
-        drawn.append("converge.png")
+        drawn.append(line_chart(plt, results / "converge.png", sizes, lines, labels))
     requests = next((r["requests"] for r in deploy if r.get("requests")), None)
     if requests and requests["scale"]:
-        counts = [r["nodes"] for r in requests["scale"]]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.plot(
-            counts, [r["ok_per_s"] for r in requests["scale"]], "o-", label="through the gateway"
+        scale = requests["scale"]
+        counts = [r["nodes"] for r in scale]
+        lines = [
+            ([r["ok_per_s"] for r in scale], "o-", "through the gateway"),
+            ([scale[0]["ok_per_s"] * c / counts[0] for c in counts], ":", "linear from one node"),
+        ]
+        labels = (
+            "GPU nodes serving",
+            "successful requests/s",
+            f"POST /api/v1/ai/emotion, {requests['connections']} connections",
         )
-        ax.plot(
-            counts,
-            [requests["scale"][0]["ok_per_s"] * c / counts[0] for c in counts],
-            ":",
-            label="linear from one node",
-        )
-        ax.set_xlabel("GPU nodes serving")
-        ax.set_ylabel("successful requests/s")
-        ax.set_xticks(counts)
-        ax.set_title(f"POST /api/v1/ai/emotion, {requests['connections']} connections")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(results / "throughput.png", dpi=100)
-        plt.close(fig)
-        drawn.append("throughput.png")
+        drawn.append(line_chart(plt, results / "throughput.png", counts, lines, labels))
     return drawn
 
 
