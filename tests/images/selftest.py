@@ -51,6 +51,21 @@ ai:
 """
 
 
+# Large audio (raw bytes; base64 makes it a third larger) and the two ways of sending it:
+# the guide's workaround for an old unit-manager, and settings that need the fixed one.
+LARGE_AUDIO_BYTES = 200_000
+WORKAROUND_STREAM = {
+    "AI_REQUEST_MAX_SINGLE_DELTA_LEN": "2048",
+    "AI_REQUEST_AUDIO_STREAM_CHUNK_SIZE": "512",
+    "AI_REQUEST_AUDIO_STREAM_CHUNK_DELAY_MS": "10",
+}
+FAST_STREAM = {
+    "AI_REQUEST_MAX_SINGLE_DELTA_LEN": "2048",
+    "AI_REQUEST_AUDIO_STREAM_CHUNK_SIZE": "65536",
+    "AI_REQUEST_AUDIO_STREAM_CHUNK_DELAY_MS": "0",
+}
+
+
 class CheckFailed(Exception):
     """A check whose expectation did not hold."""
 
@@ -105,6 +120,8 @@ class Stack:
         self.config.write_text(CONFIG, encoding="utf-8")
         self.config.chmod(0o644)
         self.ai_port = self.unit_manager_port = 0
+        self.created_containers: list[str] = []
+        self.created_volumes: list[str] = []
 
     def build(self, base_image: str) -> None:
         """Build both images from the local base image, pulling nothing."""
@@ -115,51 +132,65 @@ class Stack:
     def start(self) -> None:
         """Start the node as a deployment does, then wait until it is healthy."""
         docker("network", "create", self.network)
-        docker("volume", "create", self.volume)
+        self.start_edge(self.unit_manager, self.llm, self.volume, {})
+        self.start_service(self.ai, self.unit_manager, {})
+        self.ai_port = published_port(self.ai, "8085/tcp")
+        self.unit_manager_port = published_port(self.unit_manager, "19001/tcp")
+        self.wait_healthy()
+
+    def start_edge(self, unit_manager: str, llm: str, volume: str, env: dict) -> None:
+        """Start a unit-manager (with `env`) and its llm node sharing `volume` at /tmp."""
+        docker("volume", "create", volume)
+        self.created_volumes.append(volume)
         edge = self.images["edge-llm"]
-        ipc = ["-v", f"{self.volume}:/tmp"]
-        self.run(self.unit_manager, edge, [*ipc, "-p", "127.0.0.1::19001"], "./unit_manager")
-        self.run(self.llm, edge, [*ipc, "-v", f"{self.models}:/work/models:ro"], "./llm")
+        ipc = ["-v", f"{volume}:/tmp"]
+        options = [*ipc, "-p", "127.0.0.1::19001", *env_options(env)]
+        self.run(unit_manager, edge, options, "./unit_manager")
+        self.run(llm, edge, [*ipc, "-v", f"{self.models}:/work/models:ro"], "./llm")
+
+    def start_service(self, name: str, unit_manager: str, env: dict) -> int:
+        """Start an ai-inference-service on `unit_manager`; return its published port."""
         env = {
-            "ZMQ_UNIT_MANAGER_HOST": self.unit_manager,
+            "ZMQ_UNIT_MANAGER_HOST": unit_manager,
             "ZMQ_UNIT_MANAGER_PORT": "19001",
             "ZMQ_TIMEOUT": "30",
             "JWT_SECRET": self.jwt_secret,
+            **env,
         }
         options = [
             "-p",
             "127.0.0.1::8085",
             "-v",
             f"{self.config}:/app/config/ai-inference-service.yaml:ro",
-            *(arg for key, value in env.items() for arg in ("-e", f"{key}={value}")),
+            *env_options(env),
         ]
-        self.run(self.ai, self.images["ai-inference-service"], options)
-        self.ai_port = published_port(self.ai, "8085/tcp")
-        self.unit_manager_port = published_port(self.unit_manager, "19001/tcp")
-        self.wait_healthy()
+        self.run(name, self.images["ai-inference-service"], options)
+        return published_port(name, "8085/tcp")
 
     def run(self, name: str, image: str, options: list[str], *command: str) -> None:
         """Start a detached container on the node's network."""
+        self.created_containers.append(name)
         docker("run", "-d", "--name", name, "--network", self.network, *options, image, *command)
 
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Wait until the deep health check passes."""
+    def wait_healthy(self, timeout: float = 30, name: str = "", port: int = 0) -> None:
+        """Wait until the deep health check of a service (default: the node's) passes."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if self.call("GET", "/api/v1/ai/health")[0] == 200:
+                if self.call("GET", "/api/v1/ai/health", port=port)[0] == 200:
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise CheckFailed(f"node not healthy after {timeout} s:\n{self.logs(self.ai)}")
+                logs = self.logs(name or self.ai)
+                raise CheckFailed(f"{name or self.ai} not healthy after {timeout} s:\n{logs}")
             time.sleep(0.3)
 
     def call(
-        self, method: str, path: str, body: object = None, request_id: str = ""
+        self, method: str, path: str, body: object = None, request_id: str = "", port: int = 0
     ) -> tuple[int, dict, http.client.HTTPResponse]:
-        """Send one request to the service; return status, decoded JSON body and response."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.ai_port, timeout=60)
+        """Send one request to a service (default: the node's); return status, JSON, response."""
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.ai_port, timeout=120)
         headers = {"Content-Type": "application/json"}
         if request_id:
             headers["X-Request-ID"] = request_id
@@ -179,12 +210,17 @@ class Stack:
 
     def remove(self, images: bool) -> None:
         """Remove everything this run created (and the images when asked)."""
-        names = [self.jwt_check, self.ai, self.llm, self.unit_manager]
-        docker("rm", "-f", *names, check=False)
+        names = [self.jwt_check, self.ai, self.llm, self.unit_manager, *self.created_containers]
+        docker("rm", "-f", *dict.fromkeys(names), check=False)
         docker("network", "rm", self.network, check=False)
-        docker("volume", "rm", self.volume, check=False)
+        docker("volume", "rm", *dict.fromkeys([self.volume, *self.created_volumes]), check=False)
         if images:
             docker("rmi", *self.images.values(), check=False)
+
+
+def env_options(env: dict) -> list[str]:
+    """`docker run` options that set the environment variables of `env`."""
+    return [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
 
 
 def published_port(container: str, port: str) -> int:
@@ -458,6 +494,38 @@ def check_protocol(stack: Stack) -> None:
         expect(code == 0, f"sessions not freed on disconnect (code {code})")
 
 
+def check_large_audio(stack: Stack) -> None:
+    """The guide's large-audio fault: an old unit-manager breaks fast settings, not the slow.
+
+    An old unit-manager (STANDIN_UNIT_MANAGER_INPUT=recv) fails a few hundred KB of audio
+    sent with fast chunk settings with code -2, and passes it with the guide's workaround
+    settings; the fixed unit-manager passes it with the fast settings.
+    """
+    old_unit_manager = f"{stack.prefix}unit-manager-old"
+    old_llm, old_ipc = f"{stack.prefix}llm-old", f"{stack.prefix}ipc-old"
+    stack.start_edge(old_unit_manager, old_llm, old_ipc, {"STANDIN_UNIT_MANAGER_INPUT": "recv"})
+    payload = audio(LARGE_AUDIO_BYTES, seed=2)
+    body = {"audio_data": payload, "format": "wav", "sample_rate": 16000, "language": ""}
+    want = expected("asr-model", payload)["text"]
+    cases = (
+        ("old-fast", old_unit_manager, FAST_STREAM, False),
+        ("old-workaround", old_unit_manager, WORKAROUND_STREAM, True),
+        ("new-fast", stack.unit_manager, FAST_STREAM, True),
+    )
+    ports = {
+        label: stack.start_service(f"{stack.prefix}ai-{label}", unit_manager, settings)
+        for label, unit_manager, settings, _ in cases
+    }
+    for label, _, _, works in cases:
+        stack.wait_healthy(name=f"{stack.prefix}ai-{label}", port=ports[label])
+        status, reply, _ = stack.call("POST", "/api/v1/ai/asr", body, port=ports[label])
+        if works:
+            expect(status == 200 and reply["data"]["text"] == want, f"{label}: {status} {reply}")
+        else:
+            fault = "Speech recognition failed: edge-llm error (code -2): json format error"
+            expect(status == 500 and reply["message"] == fault, f"{label}: {status} {reply}")
+
+
 def check_missing_model(stack: Stack) -> None:
     """Check that a missing model fails the deep check with code -5 until it is back."""
     model = stack.models / "asr-model.onnx"
@@ -527,6 +595,7 @@ CHECKS: tuple[Callable[[Stack], None], ...] = (
     check_keepalive_latency,
     check_metrics,
     check_protocol,
+    check_large_audio,
     check_missing_model,
     check_llm_absent,
     check_weak_jwt,

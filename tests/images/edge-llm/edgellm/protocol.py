@@ -22,6 +22,8 @@ STREAM_OBJECT = "llm.utf-8.stream"
 MAX_LINE_BYTES = 8 * 1024 * 1024
 OVERSIZED_LINE = b"<oversized line dropped>"
 RECV_BYTES = 65536
+# The old unit-manager parsed what one recv() into a buffer of this size returned.
+OLD_RECV_BYTES = 4096
 
 
 class ErrorCode(enum.Enum):
@@ -120,6 +122,21 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
             if not dropping:
                 dropping = True
                 yield OVERSIZED_LINE
+
+
+def read_per_recv(sock: socket.socket, size: int = OLD_RECV_BYTES) -> Iterator[bytes]:
+    """Yield what each recv() returns as if it were one request: the old unit-manager.
+
+    The unit-manager before the upstream fix did not split its TCP input on newlines: it
+    parsed each recv() result as one JSON request. A line longer than the read buffer
+    arrives in pieces, and lines sent back to back arrive merged; either way the parse
+    fails (json format error). Lines sent one at a time with a pause in between, each
+    shorter than the buffer, still work: the guide's chunk settings rely on that.
+    """
+    while chunk := sock.recv(size):
+        message = chunk.rstrip(b"\r\n")
+        if message.strip():
+            yield message
 
 
 def setup_process() -> None:

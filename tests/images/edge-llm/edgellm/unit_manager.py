@@ -5,6 +5,11 @@ Clients send one JSON request per line to TCP port `config_tcp_server` of
 `inference` and `exit` for the llm unit are forwarded over the llm unit's socket in the
 shared /tmp, one connection per client, and the unit's reply lines are relayed back.
 A client that connects to /tmp/rpc.unit_manager gets one status line.
+
+STANDIN_UNIT_MANAGER_INPUT chooses how TCP input becomes requests: `lines` (default, the
+fixed upstream unit-manager: split on newlines whatever the segmentation) or `recv` (the
+old one: each recv() is parsed as one request, so large or back-to-back lines break with
+json format error, the guide's large-audio fault).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from edgellm.protocol import (
     encode,
     parse_request,
     read_lines,
+    read_per_recv,
     reply,
     setup_process,
 )
@@ -38,6 +44,10 @@ FORWARD_FAILURE = {
     "inference": ErrorCode.PUSH_FALSE,
     "exit": None,
 }
+
+# How TCP input is split into requests, by STANDIN_UNIT_MANAGER_INPUT.
+INPUT_MODES = {"lines": read_lines, "recv": read_per_recv}
+INPUT_MODE_VARIABLE = "STANDIN_UNIT_MANAGER_INPUT"
 
 log = logging.getLogger("unit_manager")
 
@@ -90,7 +100,7 @@ class ClientConnection(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         """Dispatch each request line until the client disconnects."""
         try:
-            for line in read_lines(self.request):
+            for line in self.server.read_requests(self.request):
                 self.dispatch(line)
         except OSError as err:
             log.info("client %s: connection lost: %s", self.client_address[0], err)
@@ -194,6 +204,11 @@ class ClientServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], read_requests: Callable) -> None:
+        """Serve `address`, splitting each client's input with `read_requests`."""
+        self.read_requests = read_requests
+        super().__init__(address, ClientConnection)
+
 
 class StatusServer(socketserver.ThreadingUnixStreamServer):
     """The status socket in the shared /tmp."""
@@ -246,16 +261,27 @@ def tcp_port(path: str = MASTER_CONFIG) -> int:
     return port
 
 
+def input_mode() -> str:
+    """Read STANDIN_UNIT_MANAGER_INPUT; exit with a message when it is not a known mode."""
+    mode = os.environ.get(INPUT_MODE_VARIABLE, "") or "lines"
+    if mode not in INPUT_MODES:
+        known = ", ".join(INPUT_MODES)
+        raise SystemExit(f"unit_manager: {INPUT_MODE_VARIABLE}={mode!r} is not one of: {known}")
+    return mode
+
+
 def main() -> None:
     """Serve the TCP port and the status socket until a signal arrives."""
     setup_process()
     port = tcp_port()
+    mode = input_mode()
     status_server = StatusServer(RPC_SOCKET, port)
     threading.Thread(target=status_server.serve_forever, daemon=True).start()
-    with ClientServer(("0.0.0.0", port), ClientConnection) as server:
+    with ClientServer(("0.0.0.0", port), INPUT_MODES[mode]) as server:
         log.info(
-            "unit_manager on tcp port %d; llm unit at %s; status at %s",
+            "unit_manager on tcp port %d; input split by %s; llm unit at %s; status at %s",
             port,
+            "newlines" if mode == "lines" else "recv() (old unit-manager)",
             LLM_SOCKET,
             RPC_SOCKET,
         )
