@@ -122,6 +122,25 @@ def run_playbook(  # noqa: PLR0913 (keyword-only options of one command)
     )
 
 
+AI_NODE_PLAYBOOK = """\
+- name: Deploy the AI node stack
+  hosts: gpu_nodes
+  gather_facts: false
+  become: true
+  roles:
+    - role: ai_node
+"""
+
+
+def run_role(ansible_inventory: str, name: str, extra_vars: dict, tmp_path: Path):
+    """Run the ai_node role on one host with extra vars; return the completed process."""
+    playbook = tmp_path / "ai_node.yml"
+    playbook.write_text(AI_NODE_PLAYBOOK)
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps(extra_vars))
+    return run_playbook(ansible_inventory, playbook, limit=name, extra_vars=extra)
+
+
 def inventory_groups(inventory: str) -> dict:
     """The inventory as `ansible-inventory --list` prints it."""
     out = subprocess.run(

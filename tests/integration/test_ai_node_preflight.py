@@ -10,21 +10,9 @@ molecule; against another fleet only with AI_FLEET_PLAY_TESTS=1.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import testinfra
-from conftest import AI_NODE_DEFAULTS, inspect, inventory_groups, needs_plays, run_playbook
-
-PLAYBOOK = """\
-- name: Deploy the AI node stack
-  hosts: gpu_nodes
-  gather_facts: false
-  become: true
-  roles:
-    - role: ai_node
-"""
+from conftest import AI_NODE_DEFAULTS, inspect, inventory_groups, needs_plays, run_role
 
 pytestmark = needs_plays
 
@@ -52,15 +40,6 @@ def snapshot(host, settings: dict) -> dict:
     for name in ("ai-inference-service.yaml", "ai-inference-service.env"):
         state[name] = host.file(f"{config_dir}/{name}").md5sum
     return state
-
-
-def run_role(ansible_inventory: str, name: str, extra_vars: dict, tmp_path: Path):
-    """Run the ai_node role on one host with extra vars; return the completed process."""
-    playbook = tmp_path / "ai_node.yml"
-    playbook.write_text(PLAYBOOK)
-    extra = tmp_path / "extra.json"
-    extra.write_text(json.dumps(extra_vars))
-    return run_playbook(ansible_inventory, playbook, limit=name, extra_vars=extra)
 
 
 def refuse(

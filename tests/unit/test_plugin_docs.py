@@ -26,7 +26,11 @@ DOCUMENTED = [
     ("module", "nvidia_gpu_facts", None),
     ("module", "nginx_reload", "drain_timeout"),
     ("module", "ai_settings_check", "secrets"),
+    ("inventory", "ai_guide_nodes", "gpu_ai_nodes"),
 ]
+
+#: Plugin types without a RETURN section (an inventory plugin returns nothing).
+NO_RETURN = {"inventory"}
 
 
 @pytest.mark.parametrize(("kind", "name", "option"), DOCUMENTED)
@@ -36,6 +40,7 @@ def test_ansible_doc_renders(kind, name, option):
         "ANSIBLE_FILTER_PLUGINS": str(PLUGINS / "filter"),
         "ANSIBLE_LIBRARY": str(PLUGINS / "modules"),
         "ANSIBLE_MODULE_UTILS": str(PLUGINS / "module_utils"),
+        "ANSIBLE_INVENTORY_PLUGINS": str(PLUGINS / "inventory"),
     }
     command = [sys.executable, "-m", "ansible.cli.doc", "-t", kind, "--json", name]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -46,4 +51,7 @@ def test_ansible_doc_renders(kind, name, option):
     if option:
         assert option in doc["doc"]["options"]
     assert name in doc["examples"]
-    assert doc["return"]
+    if kind in NO_RETURN:
+        assert not doc["return"]
+    else:
+        assert doc["return"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
+import itertools
 import os
+import struct
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,10 @@ marker = ai_node.ai_node_archive_marker
 
 
 def test_filter_is_registered():
-    assert set(ai_node.FilterModule().filters()) == {"ai_node_archive_marker"}
+    assert set(ai_node.FilterModule().filters()) == {
+        "ai_node_archive_marker",
+        "ai_node_test_audio",
+    }
 
 
 def test_marker_is_stable_for_an_unchanged_archive(tmp_path):
@@ -78,3 +86,46 @@ def test_keys_get_their_own_markers(tmp_path):
 def test_bad_input_is_named(path, key, message):
     with pytest.raises(AnsibleFilterError, match=message):
         marker(path, key)
+
+
+# ---------------------------------------------------------------- ai_node_test_audio
+def decoded_wav(size):
+    """Decode the filter's payload for `size` and open it as a WAV file."""
+    raw = base64.b64decode(ai_node.ai_node_test_audio(size), validate=True)
+    return raw, wave.open(io.BytesIO(raw))
+
+
+@pytest.mark.parametrize("size", [46, 47, 1000, 262144, 262145, "4096"])
+def test_test_audio_is_a_wav_file_of_exactly_the_size(size):
+    raw, wav = decoded_wav(size)
+    assert len(raw) == int(size)
+    assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (1, 16000, 2)
+    assert wav.getnframes() == (int(size) - 44) // 2
+
+
+def test_test_audio_is_the_same_on_every_run_and_a_tone_not_silence():
+    assert ai_node.ai_node_test_audio(50000) == ai_node.ai_node_test_audio(50000)
+    _, wav = decoded_wav(50000)
+    samples = struct.unpack(f"<{wav.getnframes()}h", wav.readframes(wav.getnframes()))
+    assert max(samples) > 9000 and min(samples) < -9000
+    # 440 Hz at 16 kHz: 880 zero crossings per second of audio.
+    crossings = sum(1 for a, b in itertools.pairwise(samples) if (a < 0) != (b < 0))
+    seconds = len(samples) / 16000
+    assert abs(crossings / seconds - 880) < 20
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (45, "46 to 67108864 bytes, not 45"),
+        (0, "not 0"),
+        (64 * 1024 * 1024 + 1, "not 67108865"),
+        ("big", "whole number of bytes, not 'big'"),
+        (1.5, "whole number of bytes, not 1.5"),
+        (True, "whole number of bytes, not True"),
+    ],
+)
+def test_test_audio_refuses_a_bad_size(size, message):
+    with pytest.raises(AnsibleFilterError, match="ai_node_test_audio") as err:
+        ai_node.ai_node_test_audio(size)
+    assert message in str(err.value)
