@@ -15,6 +15,10 @@ that each refusal still happens:
 - nvidia_driver (``tasks/preflight.yml``): another branch installed and
   ``nvidia_driver_upgrade`` 'false': the driver is left alone (the role ends).
 
+A third run, without a faked driver package, shows that a driver installed
+with NVIDIA's ``.run`` installer (its programs there, its module loaded) is
+left alone too, and that a host without one goes on.
+
 Each runs twice: the flags from an INI inventory (strings), and from
 ``-e name=false`` on the command line. Hosts with ``'true'`` are the controls:
 there the guard opens, so the tests do not pass merely because the task fails.
@@ -47,6 +51,7 @@ REMOVE_CONFLICTS = "Remove the conflicting packages"
 REFUSE_SECURE_BOOT = "Refuse unsigned kernel modules under Secure Boot"
 READ_INSTALLED = "Read the installed packages"
 LEAVE_BRANCH = "Say why the driver is left alone"
+LEAVE_UNPACKAGED = "Say why the driver installed outside the package manager is left alone"
 
 # Hosts of the INI inventory: inline host variables written `name=false` reach
 # the roles as strings ('false', 'true'), as from any INI inventory.
@@ -64,12 +69,25 @@ sb-true-upgrade-true nvidia_driver_efivars_dir={efivars_on} \
 nvidia_driver_secure_boot_signed_modules=true nvidia_driver_upgrade=true
 sb-cli nvidia_driver_efivars_dir={efivars_on}
 upgrade-cli nvidia_driver_efivars_dir={efivars_off}
+runfile nvidia_driver_efivars_dir={efivars_off} \
+nvidia_driver_runfile_programs="['{tmp}/usr/bin/nvidia-installer']" \
+nvidia_driver_proc_version_file={tmp}/proc/driver/nvidia/version
+no-runfile nvidia_driver_efivars_dir={efivars_off} \
+nvidia_driver_runfile_programs="['{tmp}/none/nvidia-installer']" \
+nvidia_driver_proc_version_file={tmp}/none/version
 
 [nvidia:vars]
 nvidia_driver_pci_devices_dir={pci}
 """
 INVENTORY_HOSTS = "docker-true,sb-false,sb-true-upgrade-true"
 CLI_HOSTS = "docker-cli,sb-cli,upgrade-cli"
+UNPACKAGED_HOSTS = "runfile,no-runfile"
+# /proc/driver/nvidia/version of a driver 580 loaded from NVIDIA's .run installer.
+PROC_VERSION = (
+    "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  "
+    "(dvs-builder@U22-I3-AE18-23-3)  Tue Sep 23 09:55:41 UTC 2025\n"
+    "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14+deb12u1)\n"
+)
 CLI_FLAGS = [
     "docker_engine_replace_conflicting_packages=false",
     "nvidia_driver_secure_boot_signed_modules=false",
@@ -188,19 +206,26 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict[str, list[dict]]]]:
     library.mkdir()
     (library / "ai_fleet_test_package.py").write_text(STAND_IN_PACKAGE_MODULE)
     (tmp / "ansible.cfg").write_text(ANSIBLE_CFG.format(root=ROOT, library=library, tmp=tmp))
+    (tmp / "usr" / "bin").mkdir(parents=True)
+    (tmp / "usr" / "bin" / "nvidia-installer").write_text("#!/bin/sh\n")
+    (tmp / "proc" / "driver" / "nvidia").mkdir(parents=True)
+    (tmp / "proc" / "driver" / "nvidia" / "version").write_text(PROC_VERSION)
     (tmp / "inventory.ini").write_text(
-        INVENTORY.format(efivars_on=efivars_on, efivars_off=efivars_off, pci=tmp / "pci")
+        INVENTORY.format(efivars_on=efivars_on, efivars_off=efivars_off, pci=tmp / "pci", tmp=tmp)
     )
     (tmp / "guards.yml").write_text(PLAYBOOK)
     (tmp / "fakes.json").write_text(json.dumps(FAKES))
+    # No driver package: what package_facts finds on this machine decides.
+    unpackaged = {k: v for k, v in FAKES.items() if not k.startswith("__nvidia_driver_installed_")}
+    (tmp / "unpackaged.json").write_text(json.dumps(unpackaged))
 
     env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"), "NO_COLOR": "1"}
     base = [
         *(sys.executable, "-m", "ansible.cli.playbook"),
         *("-i", str(tmp / "inventory.ini"), "--check", str(tmp / "guards.yml")),
-        *("-e", f"@{tmp / 'fakes.json'}"),
     ]
-    # The two runs at once: each spends its time in package_facts.
+    fakes = ["-e", f"@{tmp / 'fakes.json'}"]
+    # The runs at once: each spends its time in package_facts.
     started = {
         run: subprocess.Popen(
             [*base, *extra],
@@ -211,8 +236,12 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict[str, list[dict]]]]:
             cwd=tmp,
         )
         for run, extra in (
-            ("inventory", ["--limit", INVENTORY_HOSTS]),
-            ("cli", ["--limit", CLI_HOSTS, *(a for flag in CLI_FLAGS for a in ("-e", flag))]),
+            ("inventory", [*fakes, "--limit", INVENTORY_HOSTS]),
+            (
+                "cli",
+                [*fakes, "--limit", CLI_HOSTS, *(a for flag in CLI_FLAGS for a in ("-e", flag))],
+            ),
+            ("unpackaged", ["-e", f"@{tmp / 'unpackaged.json'}", "--limit", UNPACKAGED_HOSTS]),
         )
     }
     results = {}
@@ -277,3 +306,27 @@ def test_other_branch_is_left_alone_with_string_false(runs):
 def test_other_branch_is_moved_with_true(runs):
     """Control: nvidia_driver_upgrade 'true' lets the role go on to the install."""
     assert only(runs["inventory"], "sb-true-upgrade-true", LEAVE_BRANCH).get("skipped") is True
+
+
+def test_driver_from_the_run_installer_is_left_alone(runs):
+    results = runs["unpackaged"]["runfile"]
+    said = only(runs["unpackaged"], "runfile", LEAVE_UNPACKAGED)
+    assert not said.get("skipped"), said
+    for text in (
+        "runfile: an NVIDIA driver is installed outside the package manager",
+        "usr/bin/nvidia-installer",
+        "loaded module 580.95.05",
+        "It is left as it is",
+        "run nvidia-uninstall on the host, reboot",
+    ):
+        assert text in said["msg"], said["msg"]
+    # The role ended there: the other-branch step was never reached.
+    assert LEAVE_BRANCH not in results
+
+
+def test_host_without_a_driver_goes_on_to_the_install(runs):
+    """Control: nothing of a .run installer there, and the preflight goes on."""
+    results = runs["unpackaged"]["no-runfile"]
+    assert only(runs["unpackaged"], "no-runfile", LEAVE_UNPACKAGED).get("skipped") is True
+    assert only(runs["unpackaged"], "no-runfile", LEAVE_BRANCH).get("skipped") is True
+    assert READ_INSTALLED in results
