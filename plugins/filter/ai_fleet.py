@@ -43,8 +43,19 @@ DRAIN_MODES = ("always", "disruptive")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
 
 
-#: Settings declared by ai_node that only the gateways read: they change no node.
-GATEWAY_SETTINGS = frozenset({"ai_node_drain", "ai_node_public_host", "ai_node_public_port"})
+#: Settings declared by ai_node that change no node: read only by the gateways, or saying
+#: how to get there (taking over the original guide's stack) or what to check after.
+GATEWAY_SETTINGS = frozenset(
+    {
+        "ai_node_drain",
+        "ai_node_public_host",
+        "ai_node_public_port",
+        "ai_node_adopt",
+        "ai_node_adopt_containers",
+        "ai_node_large_audio_check",
+        "ai_node_large_audio_check_bytes",
+    }
+)
 #: Files larger than this are identified by size and modification time, not content.
 HASHED_FILE_LIMIT = 1024 * 1024
 

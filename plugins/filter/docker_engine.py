@@ -1,7 +1,7 @@
 """Check Docker's daemon options before they are written to /etc/docker/daemon.json.
 
-One filter, documented in the adjacent ``docker_engine_daemon_errors.yml``
-(``ansible-doc -t filter docker_engine_daemon_errors``):
+Two filters, each documented in an adjacent ``<name>.yml``
+(``ansible-doc -t filter <name>``):
 
 ``docker_engine_daemon_errors(sources)``
     The problems that would keep dockerd from starting with the merged daemon
@@ -17,10 +17,19 @@ dockerd decodes them into (a string ``"true"`` for ``live-restore`` stops
 dockerd as surely as a number for ``max-file``), and ``default-runtime`` a
 runtime that exists. Options this filter does not know are left to dockerd
 (``dockerd --validate`` where it has one).
+
+``docker_engine_daemon_foreign(existing, managed, recorded)``
+    What the role does with the daemon.json already on the host. ``existing``
+    is the file's text (None: no file), ``managed`` the merged options,
+    ``recorded`` the text of the record of the top-level keys the role wrote
+    last time (None: no record). Foreign keys are the top-level keys of the
+    file that ``managed`` does not set and the record does not list; the
+    file to write is ``managed`` plus the foreign keys with their values.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -305,9 +314,77 @@ def docker_engine_daemon_errors(sources):
     ]
 
 
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_existing(text):
+    """Return (top-level mapping, problem) of daemon.json's text; None is no file."""
+    if text is None:
+        return {}, ""
+    if not isinstance(text, str):
+        raise TypeError(f"the current daemon.json must be its text or None, not {_kind(text)}")
+    # dockerd skips a UTF-8 byte order mark and reads an empty file as no options.
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        return {}, ""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        return {}, f"is not JSON ({e})"
+    if not isinstance(data, dict):
+        return {}, f"holds {_kind(data)}, not a JSON object"
+    return data, ""
+
+
+def recorded_keys(text):
+    """Return the keys of the record the role wrote (a JSON list of strings), or None.
+
+    None when there is no record or it is not such a list: then no key counts as
+    written by the role before, so none is removed for that reason.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        keys = json.loads(text)
+    except ValueError:
+        return None
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
+        return None
+    return keys
+
+
+def docker_engine_daemon_foreign(existing, managed, recorded=None):
+    """Return what becomes of the current daemon.json's keys, and the file to write.
+
+    ``{"problem": "" or why the current file cannot be read as a JSON object,
+    "foreign": sorted keys kept as they are, "dropped": sorted keys the role
+    wrote before and no longer manages, "managed": sorted keys of ``managed``,
+    "config": ``managed`` plus the foreign keys with their current values}``.
+    """
+    if not isinstance(managed, Mapping):
+        raise TypeError(f"the managed daemon options must be a mapping, not {_kind(managed)}")
+    current, problem = _parse_existing(existing)
+    written = set(recorded_keys(recorded) or ())
+    foreign = sorted(key for key in current if key not in managed and key not in written)
+    dropped = sorted(key for key in current if key not in managed and key in written)
+    config = {key: current[key] for key in foreign}
+    config.update(managed)
+    return {
+        "problem": problem,
+        "foreign": foreign,
+        "dropped": dropped,
+        "managed": sorted(str(key) for key in managed),
+        "config": config,
+    }
+
+
 class FilterModule:
-    """Filters that check Docker's daemon options."""
+    """Filters for Docker's daemon options and the daemon.json they are written to."""
 
     def filters(self):
         """Map filter names to functions."""
-        return {"docker_engine_daemon_errors": docker_engine_daemon_errors}
+        return {
+            "docker_engine_daemon_errors": docker_engine_daemon_errors,
+            "docker_engine_daemon_foreign": docker_engine_daemon_foreign,
+        }

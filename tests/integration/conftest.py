@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,22 +30,10 @@ needs_plays = pytest.mark.skipif(
     reason="runs plays against the fleet: molecule only, or AI_FLEET_PLAY_TESTS=1",
 )
 
-# The ai_node role's defaults of the settings these tests read.
-AI_NODE_DEFAULTS = {
-    "ai_node_http_port": 8800,
-    "ai_node_unit_manager_port": 8801,
-    "ai_node_unit_manager_publish": False,
-    "ai_node_unit_manager_bind_address": "127.0.0.1",
-    "ai_node_model_dir": "/models",
-    "ai_node_inference_container": "ai-inference-service",
-    "ai_node_unit_manager_container": "edge-unit-manager",
-    "ai_node_llm_container": "edge-llm-node",
-    "ai_node_ipc_volume": "ai-node-ipc",
-    "ai_node_network": "ai-node",
-    "ai_node_gpu_enabled": True,
-    "ai_node_gpu_count": -1,
-    "ai_node_config_dir": "/etc/ai-node",
-}
+# The ai_node role's defaults, read from the role (none of them is a template).
+AI_NODE_DEFAULTS = yaml.safe_load(
+    (ROOT / "roles" / "ai_node" / "defaults" / "main.yml").read_text()
+)
 
 
 def quote(arg: str) -> str:

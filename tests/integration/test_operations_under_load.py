@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import threading
 import time
@@ -42,6 +43,7 @@ from conftest import (
     needs_plays,
     run_ok,
     run_playbook,
+    wait_for,
 )
 from loadgen import Load, summary
 
@@ -336,3 +338,116 @@ def test_a_node_failing_its_health_gate_stops_the_roll_and_stays_drained(fleet):
     # Fixed and rolled again, it comes back.
     fleet.play("rolling_update.yml", "--limit", f"{first},gateways")
     assert fleet.servers()[fleet.upstream(first)] == "up"
+
+
+# The original guide's Compose stack on one node, as deploy_gpu_ai_nodes.sh left it.
+GUIDE_PROJECT = "gpu-ai"
+GUIDE_NETWORK = f"{GUIDE_PROJECT}_default"
+GUIDE_VOLUME = f"{GUIDE_PROJECT}_edge-ipc"
+GUIDE_CONTAINERS = (
+    "meeting-ai-inference-service",
+    "meeting-edge-unit-manager",
+    "meeting-edge-llm-node",
+)
+
+
+def guide_stack(fleet, name: str) -> dict[str, str]:
+    """`{container: id}` of the guide's containers on a node (absent ones left out)."""
+    host = fleet.host(name)
+    found = {}
+    for container in GUIDE_CONTAINERS:
+        result = host.run(f"docker inspect -f '{{{{.Id}}}}' {container}")
+        if result.rc == 0:
+            found[container] = result.stdout.strip()
+    return found
+
+
+def run_guide_stack(fleet, name: str) -> None:
+    """Replace a node's stack with the guide's: its names, labels, ports, IPC volume."""
+    host, settings = fleet.host(name), fleet.settings(name)
+    remove_guide_stack(host)
+    run_ok(host, "docker", "rm", "-f", *fleet.containers(name))
+    run_ok(host, "rm", "-f", "/var/lib/ai-fleet/node.fingerprint")
+    labels = ["--label", f"com.docker.compose.project={GUIDE_PROJECT}"]
+    run_ok(host, "docker", "network", "create", *labels, GUIDE_NETWORK)
+    run_ok(host, "docker", "volume", "create", *labels, GUIDE_VOLUME)
+    common = ["-d", "--restart", "unless-stopped", "--network", GUIDE_NETWORK, *labels]
+    edge = settings["ai_node_edge_llm_image"]
+    ipc = ["-v", f"{GUIDE_VOLUME}:/tmp"]
+    containers = {
+        "meeting-edge-unit-manager": [
+            *(*ipc, "-p", "0.0.0.0:8801:19001"),
+            *("-w", settings["ai_node_unit_manager_workdir"], edge),
+            *settings["ai_node_unit_manager_command"],
+        ],
+        "meeting-edge-llm-node": [
+            *(*ipc, "-v", f"{settings['ai_node_model_dir']}:/work/models:ro"),
+            *("-w", settings["ai_node_llm_workdir"], edge),
+            *settings["ai_node_llm_command"],
+        ],
+        "meeting-ai-inference-service": [
+            *("-p", f"0.0.0.0:{settings['ai_node_http_port']}:8085"),
+            *("-e", "ZMQ_UNIT_MANAGER_HOST=meeting-edge-unit-manager"),
+            *("-e", "ZMQ_UNIT_MANAGER_PORT=19001"),
+            *("-e", f"JWT_SECRET={secrets.token_hex(20)}"),
+            settings["ai_node_inference_image"],
+        ],
+    }
+    for container, options in containers.items():
+        run_ok(host, "docker", "run", *common, "--name", container, *options)
+    deep = f"http://127.0.0.1:{settings['ai_node_http_port']}/api/v1/ai/health"
+    healthy = wait_for(lambda: host.run(f"curl -fsS {deep}").rc == 0, timeout=60)
+    assert healthy, f"the guide's stack on {name} is not healthy"
+
+
+@pytest.fixture(scope="module")
+def guide_node(fleet):
+    """The first node, running the guide's Compose stack instead of the role's."""
+    name = fleet.nodes[0]
+    run_guide_stack(fleet, name)
+    yield name
+    remove_guide_stack(fleet.host(name))
+
+
+def remove_guide_stack(host) -> None:
+    """Remove what run_guide_stack made on a host, whatever of it is there."""
+    host.run(f"docker rm -f {' '.join(GUIDE_CONTAINERS)}")
+    host.run(f"docker network rm {GUIDE_NETWORK}")
+    host.run(f"docker volume rm {GUIDE_VOLUME}")
+
+
+def test_a_node_of_the_guide_is_refused_without_the_switch(fleet, guide_node):
+    before = guide_stack(fleet, guide_node)
+    code, output = fleet.play("../site.yml", ok=False)
+    # Messages are wrapped by the YAML callback: compare with single spaces.
+    output = " ".join(output.split())
+    assert code != 0
+    for text in (
+        f"{guide_node}: this node runs the original guide's Compose stack",
+        "meeting-ai-inference-service, meeting-edge-unit-manager, meeting-edge-llm-node",
+        f"Compose project {GUIDE_PROJECT}",
+        "Nothing was changed",
+        "set ai_node_adopt: true",
+    ):
+        assert text in output, f"{text!r} not in:\n{output[-4000:]}"
+    assert guide_stack(fleet, guide_node) == before
+
+
+def test_adopting_a_node_of_the_guide_fails_nothing(fleet, guide_node):
+    host = fleet.host(guide_node)
+    with UnderLoad(fleet, "adopt a node of the guide") as run:
+        _, output = fleet.play("../site.yml", "-e", "ai_node_adopt=true")
+    record("adopting a node that ran the guide's Compose stack", run.counts)
+    assert run.counts["failed"] == 0, run.counts
+    output = " ".join(output.split())
+    assert f"{guide_node}: took over the stack of the original guide" in output, output[-4000:]
+    assert f"Compose project {GUIDE_PROJECT}" in output
+    assert "(drained first)" in output, output[-4000:]
+    assert guide_stack(fleet, guide_node) == {}
+    assert all(fleet.containers(guide_node).values()), fleet.containers(guide_node)
+    # Their volume and images are kept.
+    assert host.run(f"docker volume inspect {GUIDE_VOLUME}").rc == 0
+    assert set(fleet.servers().values()) == {"up"}, fleet.servers()
+    # Rerun: nothing left to take over, nothing drained.
+    _, again = fleet.play("../site.yml")
+    assert "took over" not in again

@@ -136,6 +136,18 @@ def test_fingerprint_counts_the_settings_the_roles_declare(tmp_path):
     assert len(same) == 64
 
 
+def test_fingerprint_leaves_out_how_to_get_there_and_what_to_check(tmp_path):
+    """Taking over the guide's stack and the large-audio check change no node: no drain."""
+    options = ("ai_node_http_port", "ai_node_adopt", "ai_node_adopt_containers")
+    role = role_with_specs(tmp_path, *options, "ai_node_large_audio_check")
+    base = {"ai_node_http_port": 8800}
+    same = fingerprint(base, [role])
+    assert same == fingerprint(
+        {**base, "ai_node_adopt": "true", "ai_node_adopt_containers": ["x"]}, [role]
+    )
+    assert same == fingerprint({**base, "ai_node_large_audio_check": True}, [role])
+
+
 def test_fingerprint_counts_files_and_folders(tmp_path):
     role = tmp_path / "role"
     (role / "tasks").mkdir(parents=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +20,7 @@ docker_engine = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = docker_engine
 spec.loader.exec_module(docker_engine)
 errors = docker_engine.docker_engine_daemon_errors
+foreign = docker_engine.docker_engine_daemon_foreign
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/docker_engine/defaults/main.yml").read_text())[
     "docker_engine_daemon_options"
@@ -28,7 +32,10 @@ NVIDIA = {
 
 
 def test_filter_is_registered():
-    assert set(docker_engine.FilterModule().filters()) == {"docker_engine_daemon_errors"}
+    assert set(docker_engine.FilterModule().filters()) == {
+        "docker_engine_daemon_errors",
+        "docker_engine_daemon_foreign",
+    }
 
 
 def test_the_role_defaults_and_the_toolkit_options_pass():
@@ -180,3 +187,146 @@ def test_a_variable_that_is_not_a_mapping_is_named():
 )
 def test_the_merge_is_the_one_combine_recursive_makes(sources):
     assert docker_engine.merge(sources) == combine(sources, recursive=True)
+
+
+# docker_engine_daemon_foreign: the keys of an existing daemon.json.
+
+ADOPTED = {
+    "data-root": "/srv/docker",
+    "live-restore": False,
+    "registry-mirrors": ["https://mirror.example.internal"],
+}
+MANAGED = combine([DEFAULTS, NVIDIA], recursive=True)
+
+
+def test_no_file_and_an_empty_file_hold_nothing_foreign():
+    for text in (None, "", "  \n", "\ufeff"):
+        result = foreign(text, DEFAULTS, None)
+        assert result == {
+            "problem": "",
+            "foreign": [],
+            "dropped": [],
+            "managed": ["live-restore", "log-driver", "log-opts"],
+            "config": DEFAULTS,
+        }, repr(text)
+
+
+def test_without_a_record_every_key_no_option_sets_is_foreign_and_kept():
+    result = foreign(json.dumps(ADOPTED), MANAGED, None)
+    assert result["problem"] == ""
+    assert result["foreign"] == ["data-root", "registry-mirrors"]
+    assert result["dropped"] == []
+    # The options win for the keys they set (live-restore), whole (log-opts, runtimes).
+    assert result["config"] == {
+        **MANAGED,
+        "data-root": "/srv/docker",
+        "registry-mirrors": ["https://mirror.example.internal"],
+    }
+    assert result["managed"] == sorted(MANAGED)
+
+
+def test_a_key_the_role_wrote_before_and_no_option_sets_is_dropped():
+    existing = {**DEFAULTS, "debug": True, "dns": ["10.0.0.2"]}
+    record = json.dumps(["debug", "live-restore", "log-driver", "log-opts"])
+    result = foreign(json.dumps(existing), DEFAULTS, record)
+    assert result["foreign"] == ["dns"]
+    assert result["dropped"] == ["debug"]
+    assert result["config"] == {**DEFAULTS, "dns": ["10.0.0.2"]}
+
+
+def test_the_toolkit_s_keys_leave_with_the_toolkit_once_recorded():
+    written = foreign(None, MANAGED, None)["config"]
+    record = json.dumps(foreign(None, MANAGED, None)["managed"])
+    result = foreign(json.dumps(written), DEFAULTS, record)
+    assert result["dropped"] == ["default-runtime", "runtimes"]
+    assert result["foreign"] == []
+    assert result["config"] == DEFAULTS
+
+
+def test_the_result_is_the_same_once_written():
+    first = foreign(json.dumps(ADOPTED), MANAGED, None)
+    again = foreign(json.dumps(first["config"]), MANAGED, json.dumps(first["managed"]))
+    assert again == first
+
+
+def test_a_managed_value_replaces_the_file_s_whole_value():
+    existing = {"log-opts": {"max-size": "1g", "compress": "true"}}
+    result = foreign(json.dumps(existing), DEFAULTS, None)
+    assert result["config"]["log-opts"] == DEFAULTS["log-opts"]
+    assert result["foreign"] == []
+
+
+@pytest.mark.parametrize(
+    "record",
+    [None, "", "not json", "{}", '{"a": 1}', '["debug", 1]', '"debug"', "null"],
+)
+def test_a_record_that_is_not_a_list_of_keys_drops_nothing(record):
+    existing = {**DEFAULTS, "debug": True}
+    result = foreign(json.dumps(existing), DEFAULTS, record)
+    assert result["foreign"] == ["debug"]
+    assert result["dropped"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{\n  "data-root": "/srv/docker",\n}\n', "is not JSON ("),
+        ("data-root: /srv/docker\n", "is not JSON ("),
+        ('{"a": 1} {"b": 2}', "is not JSON (Extra data"),
+        ('{"mtu": NaN}', "is not JSON (NaN is not a JSON number)"),
+        ('["data-root"]', "holds a list, not a JSON object"),
+        ('"data-root"', "holds a string, not a JSON object"),
+        ("3", "holds an integer, not a JSON object"),
+        ("null", "holds null, not a JSON object"),
+    ],
+)
+def test_a_file_that_is_not_a_json_object_is_a_problem_and_nothing_of_it_is_kept(text, expected):
+    result = foreign(text, DEFAULTS, None)
+    assert result["problem"].startswith(expected), result["problem"]
+    assert result["foreign"] == []
+    assert result["config"] == DEFAULTS
+
+
+def test_values_are_kept_as_json_has_them():
+    existing = '{"labels": ["name={{.Name}}"], "mtu": 9000, "x": {"y": [1.5, null, true]}}'
+    result = foreign(existing, {}, None)
+    assert result["config"] == {
+        "labels": ["name={{.Name}}"],
+        "mtu": 9000,
+        "x": {"y": [1.5, None, True]},
+    }
+
+
+def test_the_inputs_are_checked():
+    with pytest.raises(TypeError, match="must be a mapping"):
+        foreign(None, ["a"], None)
+    with pytest.raises(TypeError, match="its text or None"):
+        foreign({"a": 1}, DEFAULTS, None)
+
+
+def test_the_filter_documents_itself():
+    env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(PLUGIN.parent)}
+    name = "docker_engine_daemon_foreign"
+    command = [sys.executable, "-m", "ansible.cli.doc", "-t", "filter", "--json", name]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)[name]
+    assert doc["doc"]["name"] == name
+    assert {"_input", "managed", "recorded"} <= set(doc["doc"]["options"])
+    assert name in doc["examples"]
+    assert set(doc["return"]["_value"]["contains"]) == {
+        "problem",
+        "foreign",
+        "dropped",
+        "managed",
+        "config",
+    }
+
+
+def test_the_choice_is_declared_where_the_role_is_entered():
+    specs = yaml.safe_load((ROOT / "roles/docker_engine/meta/argument_specs.yml").read_text())
+    defaults = yaml.safe_load((ROOT / "roles/docker_engine/defaults/main.yml").read_text())
+    for entry in ("main", "daemon_config"):
+        option = specs["argument_specs"][entry]["options"]["docker_engine_daemon_foreign_keys"]
+        assert option["choices"] == ["keep", "refuse"], entry
+        assert option["default"] == defaults["docker_engine_daemon_foreign_keys"] == "keep"
