@@ -43,11 +43,13 @@ DRAIN_MODES = ("always", "disruptive")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
 
 
-#: Settings declared by ai_node that change no node: read only by the gateways, or saying
-#: how to get there (taking over the original guide's stack) or what to check after.
-GATEWAY_SETTINGS = frozenset(
+#: Declared settings that change nothing on a node: read only by the gateways, or saying
+#: how to get there (taking over the original guide's stack, what to do with keys of an
+#: existing daemon.json) or what to check after.
+SETTINGS_LEFT_OUT = frozenset(
     {
         "ai_node_drain",
+        "docker_engine_daemon_foreign_keys",
         "ai_node_public_host",
         "ai_node_public_port",
         "ai_node_adopt",
@@ -219,7 +221,7 @@ def fingerprint(host_vars, paths):
     if not is_list(paths):
         raise PlanError(f"paths must be a list of controller paths, got {type(paths).__name__}")
     declared = set().union(*(role_settings(str(p)) for p in paths if p and os.path.isdir(str(p))))
-    names = sorted(declared - GATEWAY_SETTINGS)
+    names = sorted(declared - SETTINGS_LEFT_OUT)
     settings = {name: host_vars[name] for name in names if name in host_vars}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in sorted({str(p) for p in paths if p}):

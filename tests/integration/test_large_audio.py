@@ -41,9 +41,16 @@ def node(ansible_inventory, tmp_path_factory):
 
 
 def served_checks(host, settings: dict) -> list[str]:
-    """The service's access-log lines of the large-audio check's requests."""
-    logs = run_ok(host, "docker", "logs", settings["ai_node_inference_container"])
-    return [line for line in logs.splitlines() if f"request_id={REQUEST_ID}" in line]
+    """The access-log lines of the large-audio check, each after the service's container id."""
+    container = settings["ai_node_inference_container"]
+    started = run_ok(host, "docker", "inspect", "-f", "{{.Id}}", container).strip()
+    logs = run_ok(host, "docker", "logs", container)
+    return [f"{started} {line}" for line in logs.splitlines() if f"request_id={REQUEST_ID}" in line]
+
+
+def checked_since(before: list[str], after: list[str]) -> list[str]:
+    """The check's log lines that were not there before (a recreated service has new ones)."""
+    return [line for line in after if line not in before]
 
 
 def test_old_unit_manager_with_fast_settings_fails_the_node_with_the_fix(
@@ -70,20 +77,22 @@ def test_old_unit_manager_with_fast_settings_fails_the_node_with_the_fix(
 
 def test_old_unit_manager_with_the_workaround_passes(node, ansible_inventory, tmp_path):
     name, host, settings = node
+    before = served_checks(host, settings)
     result = run_role(
         ansible_inventory, name, {**OLD_UNIT_MANAGER, **WORKAROUND, **CHECK}, tmp_path
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    served = served_checks(host, settings)
-    assert served and "path=/api/v1/ai/asr status=200" in served[-1], served
+    served = checked_since(before, served_checks(host, settings))
+    assert len(served) == 1 and "path=/api/v1/ai/asr status=200" in served[0], served
 
 
 def test_fixed_unit_manager_with_fast_settings_passes(node, ansible_inventory, tmp_path):
     name, host, settings = node
+    before = served_checks(host, settings)
     result = run_role(ansible_inventory, name, {**FAST, **CHECK}, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
-    served = served_checks(host, settings)
-    assert served and "path=/api/v1/ai/asr status=200" in served[-1], served
+    served = checked_since(before, served_checks(host, settings))
+    assert len(served) == 1 and "path=/api/v1/ai/asr status=200" in served[0], served
     container = settings["ai_node_unit_manager_container"]
     env = run_ok(host, "docker", "inspect", "-f", "{{json .Config.Env}}", container)
     assert "STANDIN_UNIT_MANAGER_INPUT" not in env

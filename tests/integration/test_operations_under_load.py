@@ -424,12 +424,15 @@ def test_a_node_of_the_guide_is_refused_without_the_switch(fleet, guide_node):
     assert code != 0
     for text in (
         f"{guide_node}: this node runs the original guide's Compose stack",
-        "meeting-ai-inference-service, meeting-edge-unit-manager, meeting-edge-llm-node",
+        "meeting-ai-inference-service (running), meeting-edge-unit-manager (running), "
+        "meeting-edge-llm-node (running)",
         f"Compose project {GUIDE_PROJECT}",
         "Nothing was changed",
         "set ai_node_adopt: true",
     ):
         assert text in output, f"{text!r} not in:\n{output[-4000:]}"
+    # Refused before any host changed: no node role ran on any node.
+    assert "Apply the node roles" not in output, output[-4000:]
     assert guide_stack(fleet, guide_node) == before
 
 

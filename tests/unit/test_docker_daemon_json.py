@@ -493,7 +493,7 @@ def test_refuse_stops_before_anything_changes(runs):
     message = the_failure(run)
     assert message == (
         f"adopt-refuse: {run['path']} has keys that no daemon option sets: data-root, "
-        "registry-mirrors. Nothing was changed (docker_engine_daemon_foreign_keys: refuse). "
+        "registry-mirrors. The file was not written (docker_engine_daemon_foreign_keys: refuse). "
         "To go on, set docker_engine_daemon_foreign_keys: keep to keep them as they are, or "
         "declare them in docker_engine_daemon_options so that this project manages them."
     )
@@ -525,7 +525,7 @@ def test_a_file_that_is_not_a_json_object_is_left_alone(runs):
     message = the_failure(run)
     assert message.startswith(f"not-json: {run['path']} is not JSON (")
     assert "dockerd does not start with it" in message
-    assert "Nothing was changed. Fix the file, or move it aside" in message
+    assert "The file was not written. Fix the file, or move it aside" in message
     assert run["daemon_json"] == NOT_JSON
     assert run["record"] is None
     assert run["backups"] == []
