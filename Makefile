@@ -1,5 +1,5 @@
 # Entry points; each does its own set-up on a fresh machine (see README.md).
-.PHONY: lab lab-down lab-status test lint unit molecule bench venv
+.PHONY: lab lab-down lab-status test lint unit molecule bench bench-smoke venv
 
 lab:            ## create the local lab and converge site.yml on it
 	@scripts/lab.sh up
@@ -21,6 +21,9 @@ unit:
 
 molecule:
 	@scripts/test.sh molecule
+
+bench-smoke:    ## the bench's short run: proves that make bench works (about 11 min)
+	@scripts/test.sh bench
 
 bench:          ## measure deploy and request speed on lab fleets (results in .cache/bench)
 	@scripts/bench.sh $(BENCH_ARGS)
