@@ -1,6 +1,6 @@
 """Controller-side helpers of the ai_node role.
 
-Two filters, each documented in the adjacent ``<name>.yml``
+Five filters, each documented in the adjacent ``<name>.yml``
 (``ansible-doc -t filter <name>``):
 
 ``ai_node_archive_marker(path, key)``
@@ -15,17 +15,37 @@ Two filters, each documented in the adjacent ``<name>.yml``
     Base64 of a WAV file of exactly ``size`` bytes (16 kHz, mono, 16-bit PCM,
     a 440 Hz tone): the same payload on every run, for the large-audio check
     of the node's health gate.
+
+``ai_node_build_marker(files, root, key, dockerfile, args=None)``
+    The name of the marker file a node keeps once it has built image ``key``
+    from a source tree: ``<key>.build.<12 hex digits>.built``, the digits from
+    every file of the build context (its path below ``root``, checksum and
+    mode, as ``ansible.builtin.find`` with ``get_checksum`` lists them), the
+    Dockerfile and the build arguments. A changed source gets another marker,
+    so the image is built again.
+
+``ai_node_config_merge(base, managed, overrides=None, source='')``
+    The service configuration the role renders: every key of ``base`` (the
+    configuration file the service ran with, YAML text), with the keys the role
+    manages and then the operator's overrides deep-merged over it; the JWT
+    secret left out (it comes from the environment).
+
+``ai_node_config_changes(base, managed, overrides=None, source='')``
+    The keys of ``base`` whose value that merge changes, as
+    ``key: old -> new`` lines, for the report of a takeover.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import os
 import re
 import struct
 
+import yaml
 from ansible.errors import AnsibleFilterError
 
 KEY = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -119,6 +139,135 @@ def ai_node_test_audio(size):
     return base64.b64encode(wav_header(len(data)) + data).decode("ascii")
 
 
+def ai_node_build_marker(files, root, key, dockerfile, args=None):
+    """Return ``<key>.build.<12 hex>.built`` for a build context's files, Dockerfile and args.
+
+    ``files`` are the entries of ``ansible.builtin.find`` (``path``, ``checksum``,
+    ``mode``) under ``root``; their order does not matter.
+    """
+    if not isinstance(key, str) or not KEY.match(key):
+        raise AnsibleFilterError(f"ai_node_build_marker: key must match {KEY.pattern}, got {key!r}")
+    prefix = str(root).rstrip("/") + "/"
+    lines = []
+    for entry in files or []:
+        try:
+            path, checksum = str(entry["path"]), str(entry["checksum"])
+        except (KeyError, TypeError):
+            raise AnsibleFilterError(
+                f"ai_node_build_marker: each file needs path and checksum (find with "
+                f"get_checksum: true), got {entry!r}"
+            ) from None
+        relative = path[len(prefix) :] if path.startswith(prefix) else path
+        lines.append(f"{relative}\0{checksum}\0{entry.get('mode', '')}")
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode() + b"\n")
+    digest.update(f"dockerfile\0{dockerfile}\n".encode())
+    for name, value in sorted((args or {}).items()):
+        digest.update(f"arg\0{name}\0{value}\n".encode())
+    return f"{key}.build.{digest.hexdigest()[:12]}.built"
+
+
+#: Keys of the service configuration never written to the file: the JWT secret
+#: reaches the service from the environment file (mode 0600) instead.
+CONFIG_LEFT_OUT = (("jwt", "secret"),)
+#: What lookup() returns for a key that is not there.
+MISSING = object()
+
+
+def parse_config(text, source):
+    """Return the mapping of a configuration file's YAML text ({} for an empty file)."""
+    if isinstance(text, dict):
+        return text
+    try:
+        found = yaml.safe_load(str(text or "")) or {}
+    except yaml.YAMLError as error:
+        raise AnsibleFilterError(f"{source or 'the configuration'} is not YAML: {error}") from None
+    if not isinstance(found, dict):
+        raise AnsibleFilterError(
+            f"{source or 'the configuration'} must be a YAML mapping, got {type(found).__name__}"
+        )
+    return found
+
+
+def deep_merge(base, over):
+    """Return ``base`` with ``over`` merged in: mappings key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def without(config, path):
+    """Return ``config`` without the key at ``path`` (a tuple of keys), when it is there."""
+    head, *rest = path
+    if head not in config:
+        return config
+    if not rest:
+        return {k: v for k, v in config.items() if k != head}
+    if not isinstance(config[head], dict):
+        return config
+    return {**config, head: without(config[head], tuple(rest))}
+
+
+def ai_node_config_merge(base, managed, overrides=None, source=""):
+    """Return ``base`` (YAML text or a mapping) <- ``managed`` <- ``overrides``, deep-merged.
+
+    The keys the role does not manage keep the values of ``base``; the JWT
+    secret is left out.
+    """
+    if not isinstance(managed, dict) or not isinstance(overrides or {}, dict):
+        raise AnsibleFilterError("ai_node_config_merge: managed and overrides must be mappings")
+    merged = deep_merge(deep_merge(parse_config(base, source), managed), overrides or {})
+    for path in CONFIG_LEFT_OUT:
+        merged = without(merged, path)
+    return merged
+
+
+def leaves(config, prefix=()):
+    """Yield ``(path, value)`` of every value that is not a mapping."""
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            yield from leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def lookup(config, path):
+    """Return the value at ``path``, or a marker when it is not there."""
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return MISSING
+        config = config[key]
+    return config
+
+
+def ai_node_config_changes(base, managed, overrides=None, source=""):
+    """Return ``key.path: old -> new`` for each value of ``base`` that the merge changes.
+
+    Values of the left-out keys (the JWT secret) are never shown.
+    """
+    old = parse_config(base, source)
+    new = ai_node_config_merge(old, managed, overrides, source)
+    changes = []
+    for path, value in leaves(old):
+        if path in CONFIG_LEFT_OUT:
+            continue
+        now = lookup(new, path)
+        if now is MISSING or now != value:
+            shown = "(removed)" if now is MISSING else json_text(now)
+            changes.append(f"{'.'.join(map(str, path))}: {json_text(value)} -> {shown}")
+    return changes
+
+
+def json_text(value):
+    """Show a configuration value compactly, as JSON on one line."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 class FilterModule:
     """Filters of the ai_node role."""
 
@@ -127,4 +276,7 @@ class FilterModule:
         return {
             "ai_node_archive_marker": ai_node_archive_marker,
             "ai_node_test_audio": ai_node_test_audio,
+            "ai_node_build_marker": ai_node_build_marker,
+            "ai_node_config_merge": ai_node_config_merge,
+            "ai_node_config_changes": ai_node_config_changes,
         }

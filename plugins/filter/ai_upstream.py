@@ -1,7 +1,8 @@
 """Build the gateway's nginx upstream include file from the inventory.
 
-Two filters, documented in the adjacent ``ai_upstream_servers.yml`` and
-``ai_upstream_conf.yml`` (``ansible-doc -t filter ai_upstream_servers``):
+Four filters, documented in the adjacent ``ai_upstream_servers.yml``,
+``ai_upstream_conf.yml``, ``ai_upstream_include_servers.yml`` and
+``ai_upstream_include_disabled.yml`` (``ansible-doc -t filter ai_upstream_servers``):
 
 ``ai_upstream_servers(hosts, hostvars, defaults=None)``
     Turns the GPU node hosts and their variables into a list of server entries.
@@ -10,7 +11,14 @@ Two filters, documented in the adjacent ``ai_upstream_servers.yml`` and
     Turns server entries into the text of the include file, one ``server`` line
     per node.
 
-Both are deterministic (entries are sorted by inventory host name in natural
+``ai_upstream_include_servers(text)``
+    The ``server`` statements in effect in another include file of the same
+    upstream (an existing gateway's own file), for the role's report.
+
+``ai_upstream_include_disabled(text)``
+    The same file with every statement commented out, idempotently.
+
+The first two are deterministic (entries are sorted by inventory host name in natural
 order, ``gpu-2`` before ``gpu-10``; the file has no timestamp) and validate every
 input. Errors raise ``AnsibleFilterError`` with a message that names the host
 and the variable at fault.
@@ -620,6 +628,48 @@ def ai_upstream_conf(entries, header=None, allow_loopback=False):
         raise AnsibleFilterError(f"ai_upstream_conf: {e}") from None
 
 
+#: First line of an include file whose statements ai_upstream_include_disabled
+#: commented out.
+DISABLED_HEADER = (
+    "# Disabled by the ai_gateway role (ai_gateway_sibling_includes: disable): the servers"
+    " below are no longer part of upstream ai_inference_service."
+)
+
+
+def include_statements(text):
+    """Return the nginx statements of an include file, comments removed, in order.
+
+    Statements end with ``;`` and may span lines; a ``#`` starts a comment up to the
+    end of its line (include files of an upstream hold no quoted ``#``).
+    """
+    code = " ".join(line.split("#", 1)[0] for line in str(text or "").splitlines())
+    return [" ".join(part.split()) for part in code.split(";") if part.strip()]
+
+
+def ai_upstream_include_servers(text):
+    """Return the ``server`` statements in effect in an upstream include file.
+
+    Each is one string without the ``;``, whitespace squeezed, for example
+    ``server 127.0.0.1:8085 backup``. Commented-out lines do not count.
+    """
+    return [s for s in include_statements(text) if s.split()[0] == "server"]
+
+
+def ai_upstream_include_disabled(text):
+    """Return the include file with every line that is not blank or a comment commented out.
+
+    The result starts with DISABLED_HEADER (added once); applied again it changes
+    nothing, so that writing it is idempotent.
+    """
+    lines = str(text or "").splitlines()
+    body = [
+        line if not line.strip() or line.lstrip().startswith("#") else "# " + line for line in lines
+    ]
+    if not body or body[0] != DISABLED_HEADER:
+        body.insert(0, DISABLED_HEADER)
+    return "\n".join(body) + "\n"
+
+
 class FilterModule:
     """Filters that build the gateway's nginx upstream from the inventory."""
 
@@ -628,4 +678,6 @@ class FilterModule:
         return {
             "ai_upstream_servers": ai_upstream_servers,
             "ai_upstream_conf": ai_upstream_conf,
+            "ai_upstream_include_servers": ai_upstream_include_servers,
+            "ai_upstream_include_disabled": ai_upstream_include_disabled,
         }

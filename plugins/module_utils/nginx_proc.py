@@ -50,6 +50,30 @@ def read_master_pid(pid_file):
     return int(text)
 
 
+def container_master_pid(inspect_output, container, proc=PROC):
+    """Return the host pid of the nginx master that is the main process of a container.
+
+    ``inspect_output`` is what ``docker inspect --format '{{.State.Pid}}' CONTAINER``
+    printed. Raises NginxProcError when the container is not running or its main
+    process is not an nginx master (nginx started under a shell or a supervisor,
+    whose workers could not be told from other processes).
+    """
+    text = (inspect_output or "").strip()
+    if not text.isdigit() or int(text) == 0:
+        raise NginxProcError(
+            f"container {container} is not running (docker inspect: {text[:80]!r})"
+        )
+    pid = int(text)
+    title = process_title(pid, proc)
+    if not title.startswith("nginx: master process"):
+        raise NginxProcError(
+            f"the main process of container {container} (pid {pid}) is {title[:80]!r}, "
+            "not an nginx master: run nginx in the foreground as the container's command "
+            "(nginx -g 'daemon off;'), or give no container and accept unproven reloads"
+        )
+    return pid
+
+
 def parse_stat(text):
     """Return ``(state, ppid)`` from the text of ``/proc/PID/stat``.
 

@@ -9,6 +9,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.nginx_proc import (
     NginxProcError,
+    container_master_pid,
     generations,
     is_alive,
     new_workers,
@@ -45,7 +46,16 @@ options:
     description:
       - nginx's pid file, as seen on this host. Needed to prove the load and to wait
         for in-flight requests; empty when nginx runs in another PID namespace (a
-        container), and then neither is done.
+        container), and then neither is done unless O(container) is given.
+    type: str
+    default: ""
+  container:
+    description:
+      - The Docker container whose main process is nginx's master (nginx run in
+        the foreground, as the official images and the original guide's gateway
+        run it). Its pid on this host is read with C(docker inspect), so that the
+        load is proven and a drain waits for the requests in flight, as with
+        O(pid_file). Not together with a non-empty O(pid_file).
     type: str
     default: ""
   config_files:
@@ -101,6 +111,13 @@ EXAMPLES = r"""
     config_files: [/etc/nginx/ai-gateway.d/ai_inference_service.servers.local.conf]
     stamp_file: /var/lib/ai-gateway/loaded
     drain_timeout: 300
+
+- name: Reload nginx that runs in a container, and prove the load
+  nginx_reload:
+    reload_command: [docker, exec, meeting-nginx-gateway, nginx, -s, reload]
+    container: meeting-nginx-gateway
+    config_files: [/srv/meeting-system/nginx/conf.d/ai_inference_service.servers.local.conf]
+    stamp_file: /var/lib/ai-gateway/loaded
 """
 
 RETURN = r"""
@@ -118,7 +135,8 @@ verified:
   returned: always
   type: bool
 master_pid:
-  description: nginx's master process, or 0 without O(pid_file).
+  description:
+    - nginx's master process (its pid on this host), or 0 without O(pid_file) or O(container).
   returned: always
   type: int
 draining:
@@ -215,12 +233,28 @@ def drain(module, master, previous):
     return len(old), waited
 
 
+def read_container_master(module, container):
+    """Return the host pid of the nginx master that runs as the container's main process."""
+    command = ["docker", "inspect", "--format", "{{.State.Pid}}", container]
+    rc, out, err = module.run_command(command)
+    if rc != 0:
+        module.fail_json(
+            msg=f"container {container}: {' '.join(command)} failed: {(err or out).strip()}"
+        )
+    try:
+        return container_master_pid(out, container)
+    except NginxProcError as error:
+        module.fail_json(msg=str(error))
+    return 0
+
+
 def main():
     """Run the module."""
     module = AnsibleModule(
         argument_spec={
             "reload_command": {"type": "list", "elements": "str", "required": True},
             "pid_file": {"type": "str", "default": ""},
+            "container": {"type": "str", "default": ""},
             "config_files": {"type": "list", "elements": "path", "default": []},
             "stamp_file": {"type": "path", "required": True},
             "reload": {"type": "bool", "default": False},
@@ -232,8 +266,15 @@ def main():
     params = module.params
     if not params["reload_command"]:
         module.fail_json(msg="reload_command must be a non-empty argv list")
+    if params["pid_file"] and params["container"]:
+        module.fail_json(
+            msg="pid_file and container exclude each other: nginx runs either on this host "
+            f"(pid file {params['pid_file']}) or in container {params['container']}"
+        )
     master = 0
-    if params["pid_file"]:
+    if params["container"]:
+        master = read_container_master(module, params["container"])
+    elif params["pid_file"]:
         try:
             master = read_master_pid(params["pid_file"])
         except NginxProcError as err:

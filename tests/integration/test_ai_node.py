@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from conftest import http_get, inspect, run_ok, wait_for
 
 testinfra_hosts = ["ansible://gpu_nodes"]
@@ -158,3 +159,38 @@ def test_secret_stays_out_of_the_config_file(host, node_vars):
     config = host.file(f"{config_dir}/ai-inference-service.yaml").content_string
     assert secrets[0] not in config
     assert "max_single_delta_len" in config
+
+
+def leaf_paths(tree: dict, prefix: tuple = ()) -> dict:
+    """`{(key, ...): value}` of every value of nested mappings that is not a mapping."""
+    found = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            found.update(leaf_paths(value, (*prefix, key)))
+        else:
+            found[(*prefix, key)] = value
+    return found
+
+
+def test_the_config_file_keeps_every_key_the_image_ships(host, node_vars):
+    """The rendered file starts from the service's own file: no upstream setting is dropped."""
+    shipped_text = run_ok(
+        host,
+        *("docker", "run", "--rm", "--network=none", "--entrypoint=cat"),
+        node_vars["ai_node_inference_image"],
+        node_vars["ai_node_config_image_file"],
+    )
+    shipped = leaf_paths(yaml.safe_load(shipped_text))
+    config_dir = node_vars["ai_node_config_dir"]
+    rendered = leaf_paths(
+        yaml.safe_load(host.file(f"{config_dir}/ai-inference-service.yaml").content_string)
+    )
+    missing = [
+        ".".join(path) for path in shipped if path not in rendered and path != ("jwt", "secret")
+    ]
+    assert missing == [], f"settings of the image's file dropped: {missing}"
+    assert ("jwt", "secret") not in rendered
+    # The sections the role does not manage keep the image's values.
+    for path, value in shipped.items():
+        if path[0] in {"log", "redis", "etcd", "monitoring"}:
+            assert rendered[path] == value, path

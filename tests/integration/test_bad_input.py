@@ -162,6 +162,24 @@ VARIABLE_CASES = [
         {"ai_gateway_mode": "apache"},
         ["ai_gateway_mode", "one of"],
     ),
+    (
+        "gateway-container-in-managed-mode",
+        {"ai_gateway_container": "meeting-nginx-gateway"},
+        ["ai_gateway_container", "is for existing mode"],
+    ),
+    (
+        "gateway-sibling-includes-unknown",
+        {"ai_gateway_sibling_includes": "delete"},
+        ["ai_gateway_sibling_includes", "one of"],
+    ),
+    (
+        "build-source-not-on-the-controller",
+        {
+            "ai_node_image_source": "build",
+            "ai_node_build_source_src": "/nonexistent/meeting-system",
+        },
+        ["ai_node_build_source_src", "expected a folder on the controller"],
+    ),
 ]
 
 # (case id, variables of the second GPU node only, expected texts): wrong

@@ -17,6 +17,8 @@ event, and every request is counted:
 - a roll whose first node fails its health gate: the roll stops, that node stays
   drained, the other node is untouched, none fails.
 
+Taking over nodes of the original guide under load is test_migration.py.
+
 Every count goes to .cache/test-results/operations-under-load.json. Runs plays
 and restarts the fleet's services: molecule only, or AI_FLEET_PLAY_TESTS=1 with
 AI_FLEET_LOAD_URL (the gateway as seen from here) against another lab.
@@ -24,17 +26,13 @@ AI_FLEET_LOAD_URL (the gateway as seen from here) against another lab.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 from conftest import (
     AI_NODE_DEFAULTS,
@@ -43,40 +41,16 @@ from conftest import (
     needs_plays,
     run_ok,
     run_playbook,
-    wait_for,
 )
-from loadgen import Load, summary
+from fleet import SETTLE_SECONDS, UnderLoad, container_address, host_of, record
 
 pytestmark = needs_plays
 
 PLAYBOOKS = ROOT / "playbooks"
-REPORT = ROOT / ".cache" / "test-results" / "operations-under-load.json"
 INCLUDE_FILE = "/etc/nginx/ai-gateway.d/ai_inference_service.servers.local.conf"
 SPARE_GROUP = "spare_gpu_nodes"
 # Recreates every container of every node: their log options change.
 CHANGE = {"ai_node_log_max_size": "20m"}
-SETTLE_SECONDS = 4
-
-
-def host_of(inventory: str, name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
-
-
-def container_address(name: str) -> str | None:
-    """The address of a lab host (a container of this machine's engine), if it is one."""
-    found = subprocess.run(
-        [
-            "docker",
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return found.stdout.split()[0] if found.returncode == 0 and found.stdout.split() else None
 
 
 class Fleet:
@@ -142,36 +116,6 @@ class Fleet:
             r'ai_inference_http_requests_total\{[^}]*route="/api/v1/ai/(?:info|asr)"[^}]*\} (\d+)'
         )
         return sum(int(n) for n in re.findall(pattern, metrics))
-
-
-def record(event: str, counts: dict, **facts) -> None:
-    """Append one event's counts to the report file."""
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    events = json.loads(REPORT.read_text()) if REPORT.exists() else []
-    events = [e for e in events if e["event"] != event]
-    events.append({"event": event, **counts, **facts})
-    REPORT.write_text(json.dumps(events, indent=2) + "\n")
-
-
-class UnderLoad:
-    """`with UnderLoad(fleet, 'event') as load:` runs the load around the block."""
-
-    def __init__(self, fleet: Fleet, event: str):
-        """Remember the fleet and the event's name."""
-        self.fleet, self.event = fleet, event
-
-    def __enter__(self):
-        """Start the load and let it settle."""
-        self.load = Load(self.fleet.url).start()
-        time.sleep(SETTLE_SECONDS)
-        return self
-
-    def __exit__(self, *exc):
-        """Let the fleet settle, stop the load and count."""
-        time.sleep(SETTLE_SECONDS)
-        self.results = self.load.stop()
-        self.counts = summary(self.results)
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -338,116 +282,3 @@ def test_a_node_failing_its_health_gate_stops_the_roll_and_stays_drained(fleet):
     # Fixed and rolled again, it comes back.
     fleet.play("rolling_update.yml", "--limit", f"{first},gateways")
     assert fleet.servers()[fleet.upstream(first)] == "up"
-
-
-# The original guide's Compose stack on one node, as deploy_gpu_ai_nodes.sh left it.
-GUIDE_PROJECT = "gpu-ai"
-GUIDE_NETWORK = f"{GUIDE_PROJECT}_default"
-GUIDE_VOLUME = f"{GUIDE_PROJECT}_edge-ipc"
-GUIDE_CONTAINERS = (
-    "meeting-ai-inference-service",
-    "meeting-edge-unit-manager",
-    "meeting-edge-llm-node",
-)
-
-
-def guide_stack(fleet, name: str) -> dict[str, str]:
-    """`{container: id}` of the guide's containers on a node (absent ones left out)."""
-    host = fleet.host(name)
-    found = {}
-    for container in GUIDE_CONTAINERS:
-        result = host.run(f"docker inspect -f '{{{{.Id}}}}' {container}")
-        if result.rc == 0:
-            found[container] = result.stdout.strip()
-    return found
-
-
-def run_guide_stack(fleet, name: str) -> None:
-    """Replace a node's stack with the guide's: its names, labels, ports, IPC volume."""
-    host, settings = fleet.host(name), fleet.settings(name)
-    remove_guide_stack(host)
-    run_ok(host, "docker", "rm", "-f", *fleet.containers(name))
-    run_ok(host, "rm", "-f", "/var/lib/ai-fleet/node.fingerprint")
-    labels = ["--label", f"com.docker.compose.project={GUIDE_PROJECT}"]
-    run_ok(host, "docker", "network", "create", *labels, GUIDE_NETWORK)
-    run_ok(host, "docker", "volume", "create", *labels, GUIDE_VOLUME)
-    common = ["-d", "--restart", "unless-stopped", "--network", GUIDE_NETWORK, *labels]
-    edge = settings["ai_node_edge_llm_image"]
-    ipc = ["-v", f"{GUIDE_VOLUME}:/tmp"]
-    containers = {
-        "meeting-edge-unit-manager": [
-            *(*ipc, "-p", "0.0.0.0:8801:19001"),
-            *("-w", settings["ai_node_unit_manager_workdir"], edge),
-            *settings["ai_node_unit_manager_command"],
-        ],
-        "meeting-edge-llm-node": [
-            *(*ipc, "-v", f"{settings['ai_node_model_dir']}:/work/models:ro"),
-            *("-w", settings["ai_node_llm_workdir"], edge),
-            *settings["ai_node_llm_command"],
-        ],
-        "meeting-ai-inference-service": [
-            *("-p", f"0.0.0.0:{settings['ai_node_http_port']}:8085"),
-            *("-e", "ZMQ_UNIT_MANAGER_HOST=meeting-edge-unit-manager"),
-            *("-e", "ZMQ_UNIT_MANAGER_PORT=19001"),
-            *("-e", f"JWT_SECRET={secrets.token_hex(20)}"),
-            settings["ai_node_inference_image"],
-        ],
-    }
-    for container, options in containers.items():
-        run_ok(host, "docker", "run", *common, "--name", container, *options)
-    deep = f"http://127.0.0.1:{settings['ai_node_http_port']}/api/v1/ai/health"
-    healthy = wait_for(lambda: host.run(f"curl -fsS {deep}").rc == 0, timeout=60)
-    assert healthy, f"the guide's stack on {name} is not healthy"
-
-
-@pytest.fixture(scope="module")
-def guide_node(fleet):
-    """The first node, running the guide's Compose stack instead of the role's."""
-    name = fleet.nodes[0]
-    run_guide_stack(fleet, name)
-    yield name
-    remove_guide_stack(fleet.host(name))
-
-
-def remove_guide_stack(host) -> None:
-    """Remove what run_guide_stack made on a host, whatever of it is there."""
-    host.run(f"docker rm -f {' '.join(GUIDE_CONTAINERS)}")
-    host.run(f"docker network rm {GUIDE_NETWORK}")
-    host.run(f"docker volume rm {GUIDE_VOLUME}")
-
-
-def test_a_node_of_the_guide_is_refused_without_the_switch(fleet, guide_node):
-    before = guide_stack(fleet, guide_node)
-    code, output = fleet.play("../site.yml", ok=False)
-    # Messages are wrapped by the YAML callback: compare with single spaces.
-    output = " ".join(output.split())
-    assert code != 0
-    for text in (
-        f"{guide_node}: this node runs the original guide's Compose stack",
-        "meeting-ai-inference-service (running), meeting-edge-unit-manager (running), "
-        "meeting-edge-llm-node (running)",
-        f"Compose project {GUIDE_PROJECT}",
-        "Nothing was changed",
-        "set ai_node_adopt: true",
-    ):
-        assert text in output, f"{text!r} not in:\n{output[-4000:]}"
-    # Refused before any host changed: no node role ran on any node.
-    assert "Apply the node roles" not in output, output[-4000:]
-    assert guide_stack(fleet, guide_node) == before
-
-
-def test_adopting_a_node_of_the_guide_fails_nothing(fleet, guide_node):
-    host = fleet.host(guide_node)
-    with UnderLoad(fleet, "adopt a node of the guide") as run:
-        _, output = fleet.play("../site.yml", "-e", "ai_node_adopt=true")
-    record("adopting a node that ran the guide's Compose stack", run.counts)
-    assert run.counts["failed"] == 0, run.counts
-    output = " ".join(output.split())
-    assert f"{guide_node}: took over the stack of the original guide" in output, output[-4000:]
-    assert f"Compose project {GUIDE_PROJECT}" in output
-    assert "(drained first)" in output, output[-4000:]
-    assert guide_stack(fleet, guide_node) == {}
-    assert all(fleet.containers(guide_node).values()), fleet.containers(guide_node)
-    # Their volume and images are kept.
-    assert host.run(f"docker volume inspect {GUIDE_VOLUME}").rc == 0
-    assert set(fleet.servers().values()) == {"up"}, fleet.servers()

@@ -7,6 +7,7 @@ import importlib.util
 import io
 import itertools
 import os
+import re
 import struct
 import sys
 import wave
@@ -28,6 +29,9 @@ def test_filter_is_registered():
     assert set(ai_node.FilterModule().filters()) == {
         "ai_node_archive_marker",
         "ai_node_test_audio",
+        "ai_node_build_marker",
+        "ai_node_config_merge",
+        "ai_node_config_changes",
     }
 
 
@@ -129,3 +133,167 @@ def test_test_audio_refuses_a_bad_size(size, message):
     with pytest.raises(AnsibleFilterError, match="ai_node_test_audio") as err:
         ai_node.ai_node_test_audio(size)
     assert message in str(err.value)
+
+
+# --- the service configuration: every key of the file the service ran with ---
+
+merge = ai_node.ai_node_config_merge
+changes = ai_node.ai_node_config_changes
+
+# Shaped like upstream's ai-inference-service.yaml: more sections than the role manages.
+UPSTREAM = """\
+server:
+  host: 0.0.0.0
+  port: 8085
+  read_timeout: 60
+log:
+  level: info
+  file: logs/ai-inference-service.log
+jwt:
+  secret: your-secret-key-change-in-production-min-32-chars
+  expire_hours: 24
+redis:
+  host: redis
+  port: 6379
+etcd:
+  endpoints: [etcd:2379]
+monitoring:
+  enabled: true
+ai:
+  request:
+    max_single_delta_len: 2048
+    audio_stream_chunk_size: 512
+    audio_stream_chunk_delay_ms: 10
+"""
+
+MANAGED = {
+    "server": {"host": "0.0.0.0", "port": 8085},
+    "zmq": {"unit_manager_host": "edge-unit-manager", "unit_manager_port": 19001},
+    "ai": {"request": {"audio_stream_chunk_size": 65536, "audio_stream_chunk_delay_ms": 0}},
+}
+
+
+def test_every_key_of_the_file_is_kept_under_the_managed_ones():
+    merged = merge(UPSTREAM, MANAGED)
+    assert merged["log"] == {"level": "info", "file": "logs/ai-inference-service.log"}
+    assert merged["redis"] == {"host": "redis", "port": 6379}
+    assert merged["etcd"] == {"endpoints": ["etcd:2379"]}
+    assert merged["monitoring"] == {"enabled": True}
+    assert merged["server"] == {"host": "0.0.0.0", "port": 8085, "read_timeout": 60}
+    assert merged["zmq"]["unit_manager_host"] == "edge-unit-manager"
+    assert merged["ai"]["request"] == {
+        "max_single_delta_len": 2048,
+        "audio_stream_chunk_size": 65536,
+        "audio_stream_chunk_delay_ms": 0,
+    }
+
+
+def test_the_overrides_win_and_the_jwt_secret_is_left_out():
+    merged = merge(
+        UPSTREAM, MANAGED, {"redis": {"host": "redis.internal"}, "log": {"level": "debug"}}
+    )
+    assert merged["redis"] == {"host": "redis.internal", "port": 6379}
+    assert merged["log"]["level"] == "debug"
+    assert merged["jwt"] == {"expire_hours": 24}
+    assert merge("jwt: {secret: x}", {}) == {"jwt": {}}
+    assert merge("", MANAGED) == MANAGED
+    assert merge(None, {}) == {}
+
+
+def test_a_mapping_replaces_a_scalar_and_lists_are_replaced_whole():
+    assert merge("a: 1\nb: [1, 2]", {"a": {"x": 1}, "b": [3]}) == {"a": {"x": 1}, "b": [3]}
+
+
+def test_the_changes_name_every_value_the_node_ran_with_that_now_differs():
+    assert changes(UPSTREAM, MANAGED) == [
+        "ai.request.audio_stream_chunk_size: 512 -> 65536",
+        "ai.request.audio_stream_chunk_delay_ms: 10 -> 0",
+    ]
+    assert changes(UPSTREAM, MANAGED, {"etcd": {"endpoints": ["e1:2379", "e2:2379"]}})[0] == (
+        'etcd.endpoints: ["etcd:2379"] -> ["e1:2379", "e2:2379"]'
+    )
+    # The secret is never shown, though the result leaves it out.
+    assert not [line for line in changes(UPSTREAM, {}) if "secret" in line]
+    assert changes(UPSTREAM, {}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: [1", "guide.yaml is not YAML"),
+        ("- 1\n- 2\n", "guide.yaml must be a YAML mapping, got list"),
+        ("just text", "guide.yaml must be a YAML mapping, got str"),
+    ],
+)
+def test_a_file_that_is_not_a_mapping_is_named(text, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        merge(text, {}, source="guide.yaml")
+    with pytest.raises(AnsibleFilterError, match=message):
+        changes(text, {}, source="guide.yaml")
+
+
+# --- the marker of an image built from a source tree --------------------------
+
+build_marker = ai_node.ai_node_build_marker
+CONTEXT = [
+    {"path": "/src/backend/ai-inference-service/Dockerfile", "checksum": "aa", "mode": "0644"},
+    {"path": "/src/backend/ai-inference-service/main.go", "checksum": "bb", "mode": "0644"},
+]
+
+
+def test_the_build_marker_names_the_image_and_is_stable_in_any_order():
+    first = build_marker(CONTEXT, "/src/backend", "inference", "ai-inference-service/Dockerfile")
+    assert re.fullmatch(r"inference\.build\.[0-9a-f]{12}\.built", first)
+    again = build_marker(
+        CONTEXT[::-1], "/src/backend/", "inference", "ai-inference-service/Dockerfile"
+    )
+    assert again == first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"files": [{**CONTEXT[0], "checksum": "ab"}, CONTEXT[1]]},
+        {"files": [{**CONTEXT[0], "mode": "0755"}, CONTEXT[1]]},
+        {"files": CONTEXT[:1]},
+        {"files": [*CONTEXT, {"path": "/src/backend/new.txt", "checksum": "cc"}]},
+        {"dockerfile": "ai-inference-service/Dockerfile.gpu"},
+        {"args": {"GO_VERSION": "1.22"}},
+        {"root": "/elsewhere"},
+    ],
+)
+def test_any_change_of_the_source_gives_another_marker(change):
+    base = {
+        "files": CONTEXT,
+        "root": "/src/backend",
+        "dockerfile": "ai-inference-service/Dockerfile",
+    }
+    before = build_marker(base["files"], base["root"], "inference", base["dockerfile"])
+    merged = {**base, **change}
+    after = build_marker(
+        merged["files"], merged["root"], "inference", merged["dockerfile"], merged.get("args")
+    )
+    assert after != before
+
+
+def test_the_build_marker_refuses_what_find_did_not_give():
+    with pytest.raises(AnsibleFilterError, match="each file needs path and checksum"):
+        build_marker([{"path": "/src/x"}], "/src", "inference", "Dockerfile")
+    with pytest.raises(AnsibleFilterError, match="key must match"):
+        build_marker([], "/src", "Inference!", "Dockerfile")
+
+
+def test_values_templated_by_ansible_are_shown_and_merged():
+    """Ansible hands templated values as subclasses of str and int: they must not break."""
+
+    class Templated(int):
+        pass
+
+    class TemplatedText(str):
+        pass
+
+    managed = {"ai": {"request": {"audio_stream_chunk_delay_ms": Templated(10)}}}
+    base = "ai: {request: {audio_stream_chunk_delay_ms: 20}}\nredis: {host: r}\n"
+    assert changes(base, managed) == ["ai.request.audio_stream_chunk_delay_ms: 20 -> 10"]
+    assert changes(base, {"redis": {"host": TemplatedText("r2")}}) == ['redis.host: "r" -> "r2"']
+    assert merge(base, managed)["ai"]["request"]["audio_stream_chunk_delay_ms"] == 10

@@ -58,6 +58,8 @@ def test_filter_module_maps_names_to_functions():
     assert ai_upstream.FilterModule().filters() == {
         "ai_upstream_servers": servers,
         "ai_upstream_conf": conf,
+        "ai_upstream_include_servers": ai_upstream.ai_upstream_include_servers,
+        "ai_upstream_include_disabled": ai_upstream.ai_upstream_include_disabled,
     }
 
 
@@ -1059,3 +1061,68 @@ def test_nginx_rejects_milliseconds_in_fail_timeout_like_the_filter(nginx_check)
         defaults={"allow_loopback": True},
     )
     assert "ai_gateway_fail_timeout must be an nginx time" in message
+
+
+# --- another include file of the same upstream (existing gateways) -----------
+
+include_servers = ai_upstream.ai_upstream_include_servers
+include_disabled = ai_upstream.ai_upstream_include_disabled
+
+GUIDE_SIBLING = """\
+# Committed placeholder: keeps the upstream valid before the generator runs.
+server 127.0.0.1:65535 down;   # never used
+server   127.0.0.1:8085
+    backup;
+# server 10.0.0.9:8800;
+
+"""
+
+
+def test_include_servers_are_the_statements_in_effect():
+    assert include_servers(GUIDE_SIBLING) == [
+        "server 127.0.0.1:65535 down",
+        "server 127.0.0.1:8085 backup",
+    ]
+    assert include_servers("") == []
+    assert include_servers(None) == []
+    assert include_servers("# server a:1;\n") == []
+    assert include_servers("zone x 64k; server a:1 weight=2;") == ["server a:1 weight=2"]
+
+
+def test_a_disabled_include_keeps_its_lines_readable_and_has_no_server_left():
+    disabled = include_disabled(GUIDE_SIBLING)
+    lines = disabled.splitlines()
+    assert lines[0] == ai_upstream.DISABLED_HEADER
+    assert "# server 127.0.0.1:65535 down;   # never used" in lines
+    assert "#     backup;" in lines
+    assert "# server 10.0.0.9:8800;" in lines  # an old comment is not commented twice
+    assert include_servers(disabled) == []
+    assert disabled.endswith("\n")
+
+
+def test_disabling_twice_changes_nothing():
+    once = include_disabled(GUIDE_SIBLING)
+    assert include_disabled(once) == once
+    assert include_disabled("") == ai_upstream.DISABLED_HEADER + "\n"
+    assert include_disabled(include_disabled("")) == include_disabled("")
+
+
+def test_a_disabled_include_is_accepted_by_nginx_in_an_upstream(tmp_path):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.skip("nginx is not installed")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "a.servers.conf").write_text("server 127.0.0.1:9 max_fails=3;\n")
+    (tmp_path / "b.servers.conf").write_text(include_disabled(GUIDE_SIBLING))
+    (tmp_path / "nginx.conf").write_text(
+        "pid nginx.pid; error_log stderr; events {}\n"
+        "http { upstream u { least_conn; include " + str(tmp_path) + "/*.servers.conf; }\n"
+        "server { listen 127.0.0.1:1; location / { proxy_pass http://u; } } }\n"
+    )
+    checked = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr

@@ -74,6 +74,23 @@ def test_read_master_pid_names_the_file_when_nginx_is_not_running(tmp_path):
     assert proc.read_master_pid(str(tmp_path / "nginx.pid")) == 123
 
 
+def test_container_master_pid_is_the_nginx_master_that_runs_the_container(tmp_path):
+    fake_process(tmp_path, 40, 1, "nginx: master process nginx -g daemon off;")
+    fake_process(tmp_path, 41, 1, "/bin/sh /docker-entrypoint.sh")
+    assert proc.container_master_pid("40\n", "gw", str(tmp_path)) == 40
+    not_running = r"container gw is not running \(docker inspect: '0'\)"
+    with pytest.raises(proc.NginxProcError, match=not_running):
+        proc.container_master_pid("0\n", "gw", str(tmp_path))
+    with pytest.raises(proc.NginxProcError, match="container gw is not running"):
+        proc.container_master_pid("", "gw", str(tmp_path))
+    with pytest.raises(
+        proc.NginxProcError,
+        match=r"main process of container gw \(pid 41\) is '/bin/sh /docker-entrypoint.sh', "
+        "not an nginx master",
+    ):
+        proc.container_master_pid("41", "gw", str(tmp_path))
+
+
 def test_stale_files_are_those_modified_after_the_last_load(tmp_path):
     old, new = tmp_path / "old.conf", tmp_path / "new.conf"
     old.write_text("a")
@@ -276,6 +293,57 @@ def test_the_drain_fails_when_requests_outlive_the_timeout(nginx, capsys):
     slow.join()
     assert result["failed"]
     assert "still serve requests after 1 s" in result["msg"]
+
+
+def fake_docker(folder: Path, script: str, monkeypatch) -> None:
+    """Put a `docker` that runs ``script`` (sh) first on PATH."""
+    folder.mkdir(exist_ok=True)
+    docker = folder / "docker"
+    docker.write_text(f"#!/bin/sh\n{script}\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+
+
+@needs_nginx
+def test_with_a_container_the_load_is_proven_through_its_main_process(
+    nginx, capsys, tmp_path, monkeypatch
+):
+    master = Path(nginx["pid_file"]).read_text().strip()
+    # docker inspect --format {{.State.Pid}} answers the host pid of nginx's master.
+    fake_docker(tmp_path / "bin", f'[ "$1" = inspect ] && echo {master}', monkeypatch)
+    args = {**module_args(nginx), "container": "meeting-nginx-gateway"}
+    del args["pid_file"]
+    run_module(args, capsys)
+    nginx["write"](body="container")
+    result = run_module(args, capsys)
+    assert result["reloaded"] and result["verified"]
+    assert result["master_pid"] == int(master)
+    wait_until(lambda: get(nginx["url"]) == "container")
+
+
+def test_a_container_that_is_not_running_is_named(tmp_path, capsys, monkeypatch):
+    fake_docker(tmp_path / "bin", "echo 'Error: No such object: gw' >&2; exit 1", monkeypatch)
+    args = {"reload_command": ["true"], "container": "gw", "stamp_file": str(tmp_path / "loaded")}
+    result = run_module(args, capsys)
+    assert result["failed"]
+    inspect = "docker inspect --format {{.State.Pid}} gw"
+    assert result["msg"].startswith(f"container gw: {inspect} failed")
+    assert "No such object: gw" in result["msg"]
+
+
+def test_pid_file_and_container_exclude_each_other(tmp_path, capsys):
+    args = {
+        "reload_command": ["true"],
+        "container": "gw",
+        "pid_file": str(tmp_path / "nginx.pid"),
+        "stamp_file": str(tmp_path / "loaded"),
+    }
+    result = run_module(args, capsys)
+    assert result["failed"]
+    assert result["msg"].startswith("pid_file and container exclude each other")
+    # Empty counts as not given (a role passes both, one empty): the pid file is used.
+    args["container"] = ""
+    assert "nginx is not running" in run_module(args, capsys)["msg"]
 
 
 def test_a_missing_pid_file_says_nginx_is_not_running(tmp_path, capsys):
