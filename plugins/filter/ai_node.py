@@ -1,6 +1,6 @@
 """Controller-side helpers of the ai_node role.
 
-Five filters, each documented in the adjacent ``<name>.yml``
+Six filters, each documented in the adjacent ``<name>.yml``
 (``ansible-doc -t filter <name>``):
 
 ``ai_node_archive_marker(path, key)``
@@ -19,8 +19,9 @@ Five filters, each documented in the adjacent ``<name>.yml``
 ``ai_node_build_marker(files, root, key, dockerfile, args=None)``
     The name of the marker file a node keeps once it has built image ``key``
     from a source tree: ``<key>.build.<12 hex digits>.built``, the digits from
-    every file of the build context (its path below ``root``, checksum and
-    mode, as ``ansible.builtin.find`` with ``get_checksum`` lists them), the
+    every file of the build context but its ``.git`` folder (its path below
+    ``root``, checksum and mode, as ``ansible.builtin.find`` with ``get_checksum``
+    lists them), the
     Dockerfile and the build arguments. A changed source gets another marker,
     so the image is built again.
 
@@ -29,6 +30,11 @@ Five filters, each documented in the adjacent ``<name>.yml``
     configuration file the service ran with, YAML text), with the keys the role
     manages and then the operator's overrides deep-merged over it; the JWT
     secret left out (it comes from the environment).
+
+``ai_node_config_secrets(base, managed, overrides=None, source='')``
+    The secret keys that merge leaves out of the file (passwords, tokens, ...),
+    as the environment variables the service reads them from
+    (``redis.password`` -> ``REDIS_PASSWORD``), for the 0600 environment file.
 
 ``ai_node_config_changes(base, managed, overrides=None, source='')``
     The keys of ``base`` whose value that merge changes, as
@@ -158,6 +164,8 @@ def ai_node_build_marker(files, root, key, dockerfile, args=None):
                 f"get_checksum: true), got {entry!r}"
             ) from None
         relative = path[len(prefix) :] if path.startswith(prefix) else path
+        if ".git" in relative.split("/"):
+            continue
         lines.append(f"{relative}\0{checksum}\0{entry.get('mode', '')}")
     digest = hashlib.sha256()
     for line in sorted(lines):
@@ -171,6 +179,12 @@ def ai_node_build_marker(files, root, key, dockerfile, args=None):
 #: Keys of the service configuration never written to the file: the JWT secret
 #: reaches the service from the environment file (mode 0600) instead.
 CONFIG_LEFT_OUT = (("jwt", "secret"),)
+#: Names of keys that hold a secret: kept out of the world-readable file and
+#: passed to the service in the environment file (mode 0600) instead.
+SECRET_NAME = re.compile(
+    r"(password|passwd|secret|token|(api|access|secret|private)[_-]?key|credentials?)$",
+    re.IGNORECASE,
+)
 #: What lookup() returns for a key that is not there.
 MISSING = object()
 
@@ -213,18 +227,56 @@ def without(config, path):
     return {**config, head: without(config[head], tuple(rest))}
 
 
+def full_merge(base, managed, overrides, source):
+    """Return ``base`` <- ``managed`` <- ``overrides`` deep-merged, nothing left out."""
+    if not isinstance(managed, dict) or not isinstance(overrides or {}, dict):
+        raise AnsibleFilterError("ai_node_config_merge: managed and overrides must be mappings")
+    return deep_merge(deep_merge(parse_config(base, source), managed), overrides or {})
+
+
+def is_secret(path):
+    """Tell whether a configuration key holds a secret, by its last name."""
+    return path in CONFIG_LEFT_OUT or bool(SECRET_NAME.search(str(path[-1])))
+
+
+def env_name(path):
+    """Return the environment variable the service reads a key from (a.b_c -> A_B_C)."""
+    return re.sub(r"[^A-Z0-9]", "_", "_".join(map(str, path)).upper())
+
+
 def ai_node_config_merge(base, managed, overrides=None, source=""):
     """Return ``base`` (YAML text or a mapping) <- ``managed`` <- ``overrides``, deep-merged.
 
-    The keys the role does not manage keep the values of ``base``; the JWT
-    secret is left out.
+    The keys the role does not manage keep the values of ``base``. The JWT secret
+    and every key whose name says it holds a secret (password, token, ...) are
+    left out: the environment file carries them (ai_node_config_secrets).
     """
-    if not isinstance(managed, dict) or not isinstance(overrides or {}, dict):
-        raise AnsibleFilterError("ai_node_config_merge: managed and overrides must be mappings")
-    merged = deep_merge(deep_merge(parse_config(base, source), managed), overrides or {})
-    for path in CONFIG_LEFT_OUT:
-        merged = without(merged, path)
+    merged = full_merge(base, managed, overrides, source)
+    for path, _ in list(leaves(merged)):
+        if is_secret(path):
+            merged = without(merged, path)
     return merged
+
+
+def ai_node_config_secrets(base, managed, overrides=None, source=""):
+    """Return ``{ENV_NAME: value}`` of the secret keys the merge leaves out of the file.
+
+    The JWT secret is not among them (ai_node_jwt_secret sets it); empty values
+    are left out. A value with a line break cannot go into an environment file
+    and is refused, naming the key, never the value.
+    """
+    secrets = {}
+    for path, value in leaves(full_merge(base, managed, overrides, source)):
+        if path in CONFIG_LEFT_OUT or not is_secret(path) or value in (None, ""):
+            continue
+        if isinstance(value, (dict, list)) or "\n" in str(value) or "\r" in str(value):
+            where = source or "the configuration"
+            raise AnsibleFilterError(
+                f"ai_node_config_secrets: {'.'.join(map(str, path))} of {where} holds a "
+                "secret that is not one line of text (value not shown)"
+            )
+        secrets[env_name(path)] = str(value)
+    return secrets
 
 
 def leaves(config, prefix=()):
@@ -248,18 +300,23 @@ def lookup(config, path):
 def ai_node_config_changes(base, managed, overrides=None, source=""):
     """Return ``key.path: old -> new`` for each value of ``base`` that the merge changes.
 
-    Values of the left-out keys (the JWT secret) are never shown.
+    Secret values are never shown: a changed one reads ``key.path: (secret) changed``;
+    the JWT secret is not reported at all.
     """
     old = parse_config(base, source)
-    new = ai_node_config_merge(old, managed, overrides, source)
+    new = full_merge(old, managed, overrides, source)
     changes = []
     for path, value in leaves(old):
         if path in CONFIG_LEFT_OUT:
             continue
-        now = lookup(new, path)
-        if now is MISSING or now != value:
+        now, name = lookup(new, path), ".".join(map(str, path))
+        if now is not MISSING and now == value:
+            continue
+        if is_secret(path):
+            changes.append(f"{name}: (secret) {'removed' if now is MISSING else 'changed'}")
+        else:
             shown = "(removed)" if now is MISSING else json_text(now)
-            changes.append(f"{'.'.join(map(str, path))}: {json_text(value)} -> {shown}")
+            changes.append(f"{name}: {json_text(value)} -> {shown}")
     return changes
 
 
@@ -279,4 +336,5 @@ class FilterModule:
             "ai_node_build_marker": ai_node_build_marker,
             "ai_node_config_merge": ai_node_config_merge,
             "ai_node_config_changes": ai_node_config_changes,
+            "ai_node_config_secrets": ai_node_config_secrets,
         }

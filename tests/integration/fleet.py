@@ -106,6 +106,7 @@ redis:
   host: "redis.guide.lab"
   port: 6380
   db: 2
+  password: "guide-redis-password-0123"
 monitoring:
   enabled: false
 ai:

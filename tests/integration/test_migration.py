@@ -73,6 +73,7 @@ LAB_GROUP_VARS = ROOT / "molecule" / "shared" / "inventory" / "group_vars"
 # Where the node role keeps the configuration the guide's service ran with.
 ADOPTED_CONFIG = "/etc/ai-node/adopted-ai-inference-service.yaml"
 RENDERED_CONFIG = "/etc/ai-node/ai-inference-service.yaml"
+ENV_FILE = "/etc/ai-node/ai-inference-service.env"
 # A name the gateway host resolves (its /etc/hosts) but its nginx container does not.
 HOST_ONLY_NAME = "guide-node-1.lab"
 
@@ -421,12 +422,20 @@ def test_5_every_node_is_adopted_one_at_a_time_without_a_failed_request(move):
     assert move.include_servers() == dict.fromkeys(move.upstreams(), "up")
     # Every setting the guide's service ran with is kept; the one the role manages is named.
     assert "ai.request.audio_stream_chunk_delay_ms: 20 -> 10" in output, output[-4000:]
+    for secret in ("guide-redis-password-0123", "guide-node-secret-0123456789"):
+        assert secret not in output
     for name in move.lab_nodes:
         host = move.host(name)
         kept = host.file(ADOPTED_CONFIG)
         assert kept.exists and kept.mode == 0o600 and kept.user == "root"
-        rendered = yaml.safe_load(host.file(RENDERED_CONFIG).content_string)
+        rendered_text = host.file(RENDERED_CONFIG).content_string
+        rendered = yaml.safe_load(rendered_text)
+        # The guide's passwords stay out of the world-readable file: the 0600 env file has them.
         assert rendered["redis"] == {"host": "redis.guide.lab", "port": 6380, "db": 2}
+        assert "guide-redis-password-0123" not in rendered_text
+        env_file = host.file(ENV_FILE)
+        assert env_file.mode == 0o600
+        assert "REDIS_PASSWORD=guide-redis-password-0123" in env_file.content_string.splitlines()
         assert rendered["log"]["level"] == "debug"
         assert rendered["monitoring"] == {"enabled": False}
         assert rendered["server"]["read_timeout"] == 90

@@ -32,6 +32,7 @@ def test_filter_is_registered():
         "ai_node_build_marker",
         "ai_node_config_merge",
         "ai_node_config_changes",
+        "ai_node_config_secrets",
     }
 
 
@@ -297,3 +298,55 @@ def test_values_templated_by_ansible_are_shown_and_merged():
     assert changes(base, managed) == ["ai.request.audio_stream_chunk_delay_ms: 20 -> 10"]
     assert changes(base, {"redis": {"host": TemplatedText("r2")}}) == ['redis.host: "r" -> "r2"']
     assert merge(base, managed)["ai"]["request"]["audio_stream_chunk_delay_ms"] == 10
+
+
+# --- secrets of the configuration: out of the file, into the environment ------
+
+secrets_of = ai_node.ai_node_config_secrets
+WITH_PASSWORDS = """\
+jwt: {secret: jwt-value, expire_hours: 24}
+redis: {host: r1, password: redis-pass}
+etcd: {endpoints: [e1], auth_token: etcd-token}
+storage: {access_key: ak, secret_key: sk, bucket: b, api-key: x1}
+monitoring: {password: ""}
+"""
+
+
+def test_secret_keys_leave_the_file_and_go_to_the_environment():
+    merged = merge(WITH_PASSWORDS, {})
+    text = repr(merged)
+    for value in ("jwt-value", "redis-pass", "etcd-token", "ak", "sk", "x1"):
+        assert value not in text
+    assert merged["redis"] == {"host": "r1"}
+    assert merged["storage"] == {"bucket": "b"}
+    assert secrets_of(WITH_PASSWORDS, {}) == {
+        "REDIS_PASSWORD": "redis-pass",
+        "ETCD_AUTH_TOKEN": "etcd-token",
+        "STORAGE_ACCESS_KEY": "ak",
+        "STORAGE_SECRET_KEY": "sk",
+        "STORAGE_API_KEY": "x1",
+    }
+    # An override of a secret goes to the environment too.
+    assert secrets_of("", {}, {"redis": {"password": "p2"}}) == {"REDIS_PASSWORD": "p2"}
+
+
+def test_a_changed_secret_is_reported_without_its_value():
+    reported = changes(WITH_PASSWORDS, {}, {"redis": {"password": "new-pass"}})
+    assert reported == ["redis.password: (secret) changed"]
+    assert not [line for line in changes(WITH_PASSWORDS, {}) if "pass" in line or "token" in line]
+
+
+def test_a_secret_on_several_lines_is_refused_without_its_value():
+    with pytest.raises(
+        AnsibleFilterError, match=r"redis.password of kept.yaml holds a secret"
+    ) as err:
+        secrets_of("redis: {password: 'a\n\nb'}", {}, source="kept.yaml")
+    assert "a\nb" not in str(err.value)
+
+
+def test_the_git_folder_of_a_checkout_does_not_count():
+    args = ("/src/backend", "inference", "ai-inference-service/Dockerfile")
+    fetched = [*CONTEXT, {"path": "/src/backend/.git/objects/ab/cdef", "checksum": "ee"}]
+    assert build_marker(fetched, *args) == build_marker(CONTEXT, *args)
+    ignored = [*CONTEXT, {"path": "/src/backend/.gitignore", "checksum": "ff"}]
+    assert build_marker(ignored, *args) != build_marker(CONTEXT, *args)
