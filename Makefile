@@ -1,5 +1,5 @@
 # Entry points; each does its own set-up on a fresh machine (see README.md).
-.PHONY: lab lab-down lab-status test lint unit molecule bench bench-smoke venv
+.PHONY: lab lab-down lab-status test check lint unit molecule bench bench-smoke venv
 
 lab:            ## create the local lab and converge site.yml on it
 	@scripts/lab.sh up
@@ -12,6 +12,9 @@ lab-status:     ## list the lab's hosts
 
 test:           ## the whole test suite: lint, unit tests, molecule
 	@scripts/test.sh
+
+check:          ## the inner loop: yamllint, ruff, shellcheck, unit tests that run no playbook (< 1 min)
+	@scripts/test.sh check
 
 lint:
 	@scripts/test.sh lint

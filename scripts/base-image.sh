@@ -56,6 +56,9 @@ log "building $image from the configured mirror (about a minute)"
 # - mask units that cannot work inside a container;
 # - no SSH host keys in the image: each host makes its own when sshd first
 #   starts, so that every lab host has keys of its own, as servers do.
+# The hooks are shell text that mmdebstrap runs with the image's root as $1:
+# single-quoted on purpose.
+# shellcheck disable=SC2016
 mmdebstrap --quiet --variant=minbase --include="$packages" \
   --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"; : > "$1/etc/machine-id"' \
   --customize-hook="if [ -f $sources ]; then rm -f \"\$1/etc/apt/sources.list\"; cp $sources \"\$1/etc/apt/sources.list.d/\"; fi" \

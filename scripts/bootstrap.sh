@@ -14,8 +14,10 @@ find_python() {
   if command -v pyenv >/dev/null 2>&1; then
     local proot
     proot=$(pyenv root)
-    candidates+=("$(ls -d "$proot"/versions/3.13*/bin/python3 2>/dev/null | sort -V | tail -n 1)")
-    candidates+=("$(ls -d "$proot"/versions/3.12*/bin/python3 2>/dev/null | sort -V | tail -n 1)")
+    local minor
+    for minor in 3.13 3.12; do
+      candidates+=("$(printf '%s\n' "$proot"/versions/"$minor"*/bin/python3 | sort -V | tail -n 1)")
+    done
   fi
   candidates+=(python3)
   local c

@@ -38,7 +38,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 DEFAULT_PORT = 8800
 
 #: nginx ``max_conns`` of a node when no variable sets one: a node holds about 20
-#: concurrent sessions and answers code -21 ("task full") beyond (CONTRACT.md).
+#: concurrent sessions and answers code -21 ("task full") beyond (docs/services.md).
 #: 0 means unlimited (nginx's own default; nothing is written).
 DEFAULT_MAX_CONNS = 20
 #: Largest ``max_conns`` accepted: far above what one node can hold.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the stand-in node images, run them as a deployment would, and check CONTRACT.md.
+"""Build the stand-in node images, run them as a deployment would, and check docs/services.md.
 
     python3 tests/images/selftest.py [--prefix standin-dev-] [--base-image IMAGE]
                                      [--keep-images]
@@ -52,7 +52,8 @@ ai:
 
 
 # Large audio (raw bytes; base64 makes it a third larger) and the two ways of sending it:
-# the guide's workaround for an old unit-manager, and settings that need the fixed one.
+# the original guide's workaround for an old unit-manager (docs/original-guide.md), and
+# settings that need the fixed one.
 LARGE_AUDIO_BYTES = 200_000
 WORKAROUND_STREAM = {
     "AI_REQUEST_MAX_SINGLE_DELTA_LEN": "2048",

@@ -7,7 +7,8 @@
 - `record(event, counts)` keeps the counts in
   .cache/test-results/operations-under-load.json;
 - the original guide's Compose stack on a node (containers under its names,
-  its labels, ports and IPC volume), as deploy_gpu_ai_nodes.sh leaves it.
+  its labels, ports and IPC volume), as deploy_gpu_ai_nodes.sh leaves it
+  (docs/original-guide.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Build mode: the node's images built from the original guide's source tree.
 
-A source tree laid out as the guide's repository is made on the controller
-(meeting-system: backend/ai-inference-service/Dockerfile,
+A source tree laid out as the guide's repository (docs/original-guide.md) is made on
+the controller (meeting-system: backend/ai-inference-service/Dockerfile,
 deployment/gpu-ai/Dockerfile.edge-llm, Edge-LLM-Infra-master/...). Each
 Dockerfile starts from the lab's stand-in image the node already has and adds a
 VERSION file, so nothing is fetched. On one GPU node, with

@@ -368,7 +368,7 @@ def test_a_good_request_id_is_echoed(host, gateway):
     )
     assert answer["status"] == 200, answer
     assert answer["body"]["request_id"] == good
-    # The stand-in node also sends it back as a header; the contract only has the body.
+    # The stand-in node also sends it back as a header; docs/services.md only has the body.
     assert answer["headers"].get("x-request-id", good) == good
 
 

@@ -1,4 +1,7 @@
-"""The guide's large-audio fault, caught by the node's health gate.
+"""The original guide's large-audio fault, caught by the node's health gate.
+
+The fault and its workaround: docs/original-guide.md (troubleshooting) and
+docs/services.md (unit-manager protocol).
 
 On one GPU node, with the role's large-audio check on (ai_node_large_audio_check):
 an old unit-manager (the stand-in's STANDIN_UNIT_MANAGER_INPUT=recv, which parses

@@ -1,5 +1,7 @@
 """MIGRATING.md, followed on a lab fleet built the original guide's way, under load.
 
+The original guide and its scripts are described in docs/original-guide.md.
+
 The lab is first turned into a fleet the guide's scripts would have left:
 
 - every GPU node runs the guide's Compose stack (fleet.run_guide_stack: its

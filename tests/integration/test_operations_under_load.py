@@ -17,7 +17,8 @@ event, and every request is counted:
 - a roll whose first node fails its health gate: the roll stops, that node stays
   drained, the other node is untouched, none fails.
 
-Taking over nodes of the original guide under load is test_migration.py.
+Taking over nodes of the original guide (docs/original-guide.md) under load is
+test_migration.py.
 
 Every count goes to .cache/test-results/operations-under-load.json. Runs plays
 and restarts the fleet's services: molecule only, or AI_FLEET_PLAY_TESTS=1 with

@@ -11,7 +11,6 @@ integration suite (tests/integration/test_node_firewall.py) runs it for real.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,12 +21,14 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from plugin_loader import ROOT, load_plugin
 
-ROOT = Path(__file__).resolve().parents[2]
+# Runs ansible, ansible-playbook or nginx: left out of `make check`.
+pytestmark = pytest.mark.playbook
+
 ROLE = ROOT / "roles" / "ai_node_firewall"
 TEMPLATE = ROLE / "templates" / "ai-node-firewall.sh.j2"
 UNIT = ROLE / "templates" / "ai-node-firewall.service.j2"
-FILTER = ROOT / "plugins" / "filter" / "ai_node_firewall.py"
 SHELLS = [shell for shell in ("dash", "bash") if shutil.which(shell)]
 
 JUMP = "-A DOCKER-USER -j AI-NODE-API"
@@ -104,15 +105,7 @@ FAKE = textwrap.dedent(
 ).replace("#!PYTHON", "#!" + sys.executable + " -IS")
 
 
-def _filter_module():
-    spec = importlib.util.spec_from_file_location("ai_node_firewall_script_test_filter", FILTER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-FW = _filter_module()
+FW = load_plugin("filter", "ai_node_firewall")
 ROLE_VARS = {
     name: value
     for name, value in yaml.safe_load((ROLE / "vars" / "main.yml").read_text()).items()

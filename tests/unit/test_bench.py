@@ -5,17 +5,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from plugin_loader import ROOT, load_module
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "scripts" / "bench.py")
-bench = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = bench
-spec.loader.exec_module(bench)
+bench = load_module(ROOT / "scripts" / "bench.py")
 
 WRK_OUTPUT = """Running 3s test @ http://172.18.0.2:80/api/v1/ai/emotion
   2 threads and 20 connections

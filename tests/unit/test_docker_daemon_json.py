@@ -37,6 +37,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs ansible, ansible-playbook or nginx: left out of `make check`.
+pytestmark = pytest.mark.playbook
+
 ROOT = Path(__file__).resolve().parents[2]
 PREVIOUS = '{\n  "live-restore": true,\n  "previous": "file"\n}\n'
 RECORD = "daemon.json.managed-keys"
@@ -106,6 +109,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
 
 
 def main():

@@ -17,7 +17,6 @@ Skipped, with the reason, where nginx (or openssl, for TLS) is not installed.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -36,8 +35,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from plugin_loader import ROOT, load_plugin
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "ai_gateway"
 TEMPLATE = ROLE / "templates" / "ai_gateway.conf.j2"
 FILTERS = ROOT / "plugins" / "filter"
@@ -52,17 +51,7 @@ CIPHERS = [
 ]
 
 
-def _load_upstream_filter():
-    spec = importlib.util.spec_from_file_location(
-        "ai_upstream_for_test_gateway_template", FILTERS / "ai_upstream.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-upstream = _load_upstream_filter()
+upstream = load_plugin("filter", "ai_upstream")
 
 
 def _nginx_binary():
@@ -74,9 +63,13 @@ def _nginx_binary():
 
 NGINX = _nginx_binary()
 OPENSSL = shutil.which("openssl")
-pytestmark = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed; install it to check the gateway template"
-)
+# Runs ansible-playbook and nginx: left out of `make check`.
+pytestmark = [
+    pytest.mark.playbook,
+    pytest.mark.skipif(
+        NGINX is None, reason="nginx is not installed; install it to check the gateway template"
+    ),
+]
 needs_openssl = pytest.mark.skipif(
     OPENSSL is None, reason="openssl is not installed; it makes the TLS test certificate"
 )

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs ansible, ansible-playbook or nginx: left out of `make check`.
+pytestmark = pytest.mark.playbook
+
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 # (plugin type, name, an option its documentation must describe)

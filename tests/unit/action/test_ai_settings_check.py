@@ -2,37 +2,40 @@
 
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
 import os
+import random
 import re
-import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from plugin_loader import ROOT, load_plugin
 
-ROOT = Path(__file__).resolve().parents[3]
-PLUGIN = ROOT / "plugins" / "action" / "ai_settings_check.py"
+check = load_plugin("action", "ai_settings_check")
 
-
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("ai_settings_check_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+# Random-looking secrets, the same in every run: the parallel test workers
+# (pytest-xdist) must collect the same test ids.
+_RANDOM = random.Random(20261202)
 
 
-check = _load_plugin()
+def token_hex(nbytes: int) -> str:
+    """Return a random-looking hex secret of nbytes bytes, as secrets.token_hex does."""
+    return _RANDOM.randbytes(nbytes).hex()
+
+
+def token_urlsafe(nbytes: int) -> str:
+    """Return a random-looking URL-safe secret of nbytes bytes, as secrets.token_urlsafe does."""
+    return base64.urlsafe_b64encode(_RANDOM.randbytes(nbytes)).rstrip(b"=").decode()
+
 
 GOOD_SECRETS = [
-    secrets.token_hex(32),
-    secrets.token_hex(16),
-    secrets.token_urlsafe(32),
-    secrets.token_urlsafe(24),
+    token_hex(32),
+    token_hex(16),
+    token_urlsafe(32),
+    token_urlsafe(24),
 ]
 
 
@@ -55,15 +58,15 @@ def test_random_secrets_are_accepted(value):
         ("0123456789abcdefghijklmnopqrstuvwxyz", "guessable"),
         ("zyxwvutsrqponmlkjihgfedcba9876543210", "guessable"),
         ("too-short", "fewer than 32"),
-        (" " + secrets.token_hex(32), "whitespace"),
-        (secrets.token_hex(32) + "\n", "line break"),
-        (secrets.token_hex(16) + "\r\n" + secrets.token_hex(16), "line break"),
-        (secrets.token_hex(16) + "\t" + secrets.token_hex(16), "control"),
+        (" " + token_hex(32), "whitespace"),
+        (token_hex(32) + "\n", "line break"),
+        (token_hex(16) + "\r\n" + token_hex(16), "line break"),
+        (token_hex(16) + "\t" + token_hex(16), "control"),
         ("your-secret-key-change-in-production-min-32-chars", "published"),
         ("lab-only-jwt-secret-0123456789abcdef0123456789abcdef", "published"),
         ("replace-with-the-output-of: openssl rand -hex 32", "published"),
-        ("CHANGEME-" + secrets.token_hex(16), "placeholder"),
-        ("example-" + secrets.token_hex(16), "placeholder"),
+        ("CHANGEME-" + token_hex(16), "placeholder"),
+        ("example-" + token_hex(16), "placeholder"),
     ],
 )
 def test_weak_secrets_are_refused_without_quoting_them(value, reason):
@@ -178,7 +181,7 @@ def test_spec_problems_name_the_variable_and_hide_secrets():
     assert found["ai_node_http_port"].startswith("ai_node_http_port: given '88oo', expected")
     assert "registry, archive, build" in found["ai_node_image_source"]
     assert "true or false" in found["ai_node_gpu_enabled"]
-    hidden = "secret-" + secrets.token_hex(8)
+    hidden = "secret-" + token_hex(8)
     found = check.spec_problems({"demo_key": {"type": "int", "no_log": True}}, {"demo_key": hidden})
     assert hidden not in found["demo_key"]
     assert "hidden" in found["demo_key"]
@@ -197,7 +200,7 @@ def test_a_required_variable_that_is_missing_is_named():
 
 
 def test_check_problems_never_show_a_forbidden_mapping():
-    hidden = secrets.token_hex(20)
+    hidden = token_hex(20)
     values = {"ai_node_config_overrides": {"jwt": {"secret": hidden}}, "ai_node_jwt_secret": "a"}
     found = check.check_problems(
         {
@@ -230,7 +233,7 @@ PLAYBOOK = """\
 @pytest.mark.parametrize(
     ("extra", "secret", "expected"),
     [
-        ({"demo_delay": 5}, secrets.token_hex(32), "localhost: settings accepted"),
+        ({"demo_delay": 5}, token_hex(32), "localhost: settings accepted"),
         (
             {"demo_delay": 500, "demo_port": "88oo"},
             "a" * 40,
@@ -238,6 +241,7 @@ PLAYBOOK = """\
         ),
     ],
 )
+@pytest.mark.playbook
 def test_the_action_in_a_play(tmp_path, extra, secret, expected):
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import load_plugin
 
-PLUGIN = Path(__file__).resolve().parents[3] / "plugins" / "filter" / "ai_fleet.py"
-spec = importlib.util.spec_from_file_location("ai_fleet_filter_under_test", PLUGIN)
-ai_fleet = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = ai_fleet
-spec.loader.exec_module(ai_fleet)
+ai_fleet = load_plugin("filter", "ai_fleet")
 batches = ai_fleet.ai_fleet_batches
 plan = ai_fleet.ai_fleet_roll_plan
 

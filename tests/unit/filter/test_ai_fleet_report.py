@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import load_plugin
 
-PLUGIN = Path(__file__).resolve().parents[3] / "plugins" / "filter" / "ai_fleet_report.py"
-spec = importlib.util.spec_from_file_location("ai_fleet_report_under_test", PLUGIN)
-plugin = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = plugin
-spec.loader.exec_module(plugin)
+plugin = load_plugin("filter", "ai_fleet_report")
 report = plugin.ai_fleet_report
 
 CONTAINER = {"image": "sha256:0123456789abcdef", "state": "running", "health": "healthy"}

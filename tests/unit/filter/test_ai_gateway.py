@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import ROOT, load_plugin
 
-FILTERS = Path(__file__).resolve().parents[3] / "plugins" / "filter"
+FILTERS = ROOT / "plugins" / "filter"
 
-
-def _load_plugin(name):
-    path = FILTERS / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_filter_for_test_ai_gateway", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ai_gateway = _load_plugin("ai_gateway")
+ai_gateway = load_plugin("filter", "ai_gateway")
 targets = ai_gateway.ai_gateway_probe_targets
 verdicts = ai_gateway.ai_gateway_verdicts
 bad_networks = ai_gateway.ai_gateway_bad_networks
 # The entries come from ai_upstream_servers in the role: the tests build them the same way.
-ai_upstream = _load_plugin("ai_upstream")
+ai_upstream = load_plugin("filter", "ai_upstream")
 servers = ai_upstream.ai_upstream_servers
 
 URL1 = "http://10.0.0.1:8800/health"
@@ -683,6 +672,7 @@ def test_bad_networks_refuses_a_value_that_is_not_a_list(value):
     assert bad_networks(value) == [value]
 
 
+@pytest.mark.playbook
 def test_bad_networks_is_documented():
     env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(FILTERS)}
     command = [sys.executable, "-m", "ansible.cli.doc", "-t", "filter", "--json"]

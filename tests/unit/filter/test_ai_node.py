@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import itertools
 import os
 import re
 import struct
-import sys
 import wave
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import load_plugin
 
-ROOT = Path(__file__).resolve().parents[3]
-PLUGIN = ROOT / "plugins" / "filter" / "ai_node.py"
-spec = importlib.util.spec_from_file_location("ai_node_filter_under_test", PLUGIN)
-ai_node = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = ai_node
-spec.loader.exec_module(ai_node)
+ai_node = load_plugin("filter", "ai_node")
 marker = ai_node.ai_node_archive_marker
 
 

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import ROOT, load_plugin
 
-PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
-PLUGIN = PLUGINS / "filter" / "ai_node_firewall.py"
+PLUGINS = ROOT / "plugins"
 
-
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("ai_node_firewall_filter_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fw = _load_plugin()
+fw = load_plugin("filter", "ai_node_firewall")
 sources = fw.ai_node_firewall_sources
 problems = fw.ai_node_firewall_problems
 rules = fw.ai_node_firewall_rules
@@ -286,6 +275,7 @@ def test_filter_module_maps_the_three_filters():
         ("ai_node_firewall_rules", "deny"),
     ],
 )
+@pytest.mark.playbook
 def test_ansible_doc_renders(name, option):
     env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(PLUGINS / "filter")}
     command = [sys.executable, "-m", "ansible.cli.doc", "-t", "filter", "--json", name]

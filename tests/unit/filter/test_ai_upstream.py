@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from plugin_loader import load_plugin
 
-PLUGIN = Path(__file__).resolve().parents[3] / "plugins" / "filter" / "ai_upstream.py"
-
-
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("ai_upstream_filter_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ai_upstream = _load_plugin()
+ai_upstream = load_plugin("filter", "ai_upstream")
 servers = ai_upstream.ai_upstream_servers
 conf = ai_upstream.ai_upstream_conf
 

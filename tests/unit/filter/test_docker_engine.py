@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from ansible.plugins.filter.core import combine
+from plugin_loader import ROOT, load_plugin
 
-ROOT = Path(__file__).resolve().parents[3]
 PLUGIN = ROOT / "plugins" / "filter" / "docker_engine.py"
-spec = importlib.util.spec_from_file_location("docker_engine_filter_under_test", PLUGIN)
-docker_engine = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = docker_engine
-spec.loader.exec_module(docker_engine)
+docker_engine = load_plugin("filter", "docker_engine")
 errors = docker_engine.docker_engine_daemon_errors
 foreign = docker_engine.docker_engine_daemon_foreign
 
@@ -304,6 +299,7 @@ def test_the_inputs_are_checked():
         foreign({"a": 1}, DEFAULTS, None)
 
 
+@pytest.mark.playbook
 def test_the_filter_documents_itself():
     env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(PLUGIN.parent)}
     name = "docker_engine_daemon_foreign"

@@ -7,7 +7,6 @@ plugin loader (options and environment fallbacks), and the last ones run the rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,21 +20,12 @@ from ansible.errors import AnsibleParserError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
+from plugin_loader import ROOT, load_plugin
 
-ROOT = Path(__file__).resolve().parents[3]
 PLUGIN = ROOT / "plugins" / "inventory" / "ai_guide_nodes.py"
 EXAMPLE_SOURCE = ROOT / "docs" / "migrating" / "ai_guide_nodes.yml"
 
-
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("ai_guide_nodes_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-guide = _load_plugin()
+guide = load_plugin("inventory", "ai_guide_nodes")
 Setting = guide.Setting
 
 #: Every variable the plugin reads from the environment.
@@ -669,6 +659,7 @@ NAT_GROUP_VARS = {
 }
 
 
+@pytest.mark.playbook
 def test_ansible_inventory_list(tmp_path):
     source = tmp_path / "ai_guide_nodes.yml"
     source.write_text("plugin: ai_guide_nodes\n")
@@ -683,6 +674,7 @@ def test_ansible_inventory_list(tmp_path):
     }
 
 
+@pytest.mark.playbook
 def test_ansible_inventory_list_export(tmp_path):
     source = tmp_path / "ai_guide_nodes.yml"
     source.write_text("plugin: ai_guide_nodes\n")
@@ -694,6 +686,7 @@ def test_ansible_inventory_list_export(tmp_path):
     assert listed["_meta"]["hostvars"] == NAT_HOSTS
 
 
+@pytest.mark.playbook
 def test_ansible_inventory_reads_the_example_source():
     result = ansible_inventory(
         "-i",
@@ -707,6 +700,7 @@ def test_ansible_inventory_reads_the_example_source():
     assert "--10.0.0.2" in result.stdout
 
 
+@pytest.mark.playbook
 def test_ansible_inventory_fails_on_a_bad_entry(tmp_path):
     source = tmp_path / "ai_guide_nodes.yml"
     source.write_text("plugin: ai_guide_nodes\n")
@@ -738,6 +732,7 @@ def normalised(listing):
     } | {"_meta": {"hostvars": listing["_meta"]["hostvars"]}}
 
 
+@pytest.mark.playbook
 def test_static_hosts_yml_round_trip(tmp_path):
     """The documented export writes a YAML inventory that reads back the same."""
     source = tmp_path / "ai_guide_nodes.yml"

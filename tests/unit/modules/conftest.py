@@ -6,25 +6,20 @@ the tests register them there before importing a module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from plugin_loader import ROOT, load_module
 
-PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
+PLUGINS = ROOT / "plugins"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def load(name: str, path: Path):
     """Import a file as module `name`."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(path, name)
 
 
 for _util in sorted((PLUGINS / "module_utils").glob("*.py")):

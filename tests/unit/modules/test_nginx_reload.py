@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import PLUGINS, load, run_main
 
+# Runs ansible, ansible-playbook or nginx: left out of `make check`.
+pytestmark = pytest.mark.playbook
+
 proc = load("ansible.module_utils.nginx_proc", PLUGINS / "module_utils" / "nginx_proc.py")
 module = load("nginx_reload_under_test", PLUGINS / "modules" / "nginx_reload.py")
 

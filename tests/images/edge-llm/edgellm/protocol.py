@@ -131,7 +131,8 @@ def read_per_recv(sock: socket.socket, size: int = OLD_RECV_BYTES) -> Iterator[b
     parsed each recv() result as one JSON request. A line longer than the read buffer
     arrives in pieces, and lines sent back to back arrive merged; either way the parse
     fails (json format error). Lines sent one at a time with a pause in between, each
-    shorter than the buffer, still work: the guide's chunk settings rely on that.
+    shorter than the buffer, still work: the chunk settings of the original guide
+    (docs/original-guide.md) rely on that.
     """
     while chunk := sock.recv(size):
         message = chunk.rstrip(b"\r\n")

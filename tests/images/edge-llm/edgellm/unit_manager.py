@@ -9,7 +9,7 @@ A client that connects to /tmp/rpc.unit_manager gets one status line.
 STANDIN_UNIT_MANAGER_INPUT chooses how TCP input becomes requests: `lines` (default, the
 fixed upstream unit-manager: split on newlines whatever the segmentation) or `recv` (the
 old one: each recv() is parsed as one request, so large or back-to-back lines break with
-json format error, the guide's large-audio fault).
+json format error, the original guide's large-audio fault: docs/original-guide.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP API of CONTRACT.md: routes, request checks and response bodies.
+"""The HTTP API of docs/services.md: routes, request checks and response bodies.
 
 `/api/v1/ai/*` answers in the envelope {code, message, data, timestamp, request_id};
 `/health` is the cheap liveness check without envelope; `/metrics` is Prometheus text.
