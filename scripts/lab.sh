@@ -54,7 +54,8 @@ down() {
     scripts/bootstrap.sh
   fi
   scripts/docker-engine.sh
-  "$venv/bin/ansible-playbook" molecule/shared/destroy.yml
+  # The lab's hosts are found by label: the play runs on this machine only.
+  "$venv/bin/ansible-playbook" -i localhost, molecule/shared/destroy.yml
   rm -rf "$root/.lab"
   log "the lab is removed"
 }

@@ -28,6 +28,9 @@ install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
 put "$home/.ssh/authorized_keys" "$key" 0600
 chown "$user:$user" "$home/.ssh/authorized_keys"
 put "/etc/sudoers.d/lab-$user" "$user ALL=(ALL:ALL) NOPASSWD: ALL" 0440
+# Ansible's temporary folder of root (become), made as Ansible makes it, so
+# that the first run does not warn that it had to create it.
+install -d -m 0700 /root/.ansible /root/.ansible/tmp
 put /etc/ssh/sshd_config.d/lab.conf "Port $port
 PermitRootLogin no
 PasswordAuthentication no
