@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# tests/unit is on the path (pyproject.toml): ansible.cfg's paths, read in one place.
+from plugin_loader import ansible_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Suites that run plays against the fleet (refusals, failover) run under
@@ -86,18 +89,9 @@ def run_playbook(  # noqa: PLR0913 (keyword-only options of one command)
 
     ``env`` adds to (or overrides) the environment, for example ANSIBLE_LOG_PATH.
     """
-    env = dict(
-        os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1", **(env or {})
-    )
-    for var, folder in (
-        ("ANSIBLE_FILTER_PLUGINS", "filter"),
-        ("ANSIBLE_LIBRARY", "modules"),
-        ("ANSIBLE_ACTION_PLUGINS", "action"),
-        ("ANSIBLE_MODULE_UTILS", "module_utils"),
-    ):
-        env.setdefault(var, str(ROOT / "plugins" / folder))
-    if (ROOT / ".collections").is_dir():
-        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    for var, value in ansible_env().items():
+        env.setdefault(var, value)
     # The lab's image archives, for an inventory copied elsewhere by a test
     # (the lab's group_vars find them beside the lab's own inventory otherwise).
     env.setdefault("LAB_IMAGE_ARCHIVES", str(ROOT / ".cache" / "images"))

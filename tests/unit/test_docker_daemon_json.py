@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_loader import ansible_env
 
 # Runs ansible, ansible-playbook or nginx: left out of `make check`.
 pytestmark = pytest.mark.playbook
@@ -186,11 +187,6 @@ PLAYBOOK = """\
 
 ANSIBLE_CFG = """\
 [defaults]
-roles_path = {root}/roles
-library = {library}:{root}/plugins/modules
-module_utils = {root}/plugins/module_utils
-filter_plugins = {root}/plugins/filter
-collections_path = {root}/.collections
 stdout_callback = ansible.posix.json
 forks = 8
 gathering = explicit
@@ -318,7 +314,7 @@ def harness(tmp_path_factory):
     for name in ("systemd", "service", "sysvinit"):
         (library / f"{name}.py").write_text(SERVICE)
     (library / "ai_fleet_test_facts.py").write_text(FACTS)
-    (tmp / "ansible.cfg").write_text(ANSIBLE_CFG.format(root=ROOT, library=library, tmp=tmp))
+    (tmp / "ansible.cfg").write_text(ANSIBLE_CFG.format(tmp=tmp))
     (tmp / "daemon_json.yml").write_text(PLAYBOOK)
     hosts = {}
     for name, (variables, previous, validates) in SCENARIOS.items():
@@ -339,6 +335,8 @@ def harness(tmp_path_factory):
     (tmp / "inventory.json").write_text(json.dumps({"all": {"hosts": hosts}}))
     env = {
         **os.environ,
+        # The repository's paths (ansible.cfg's), the stand-in modules first.
+        **ansible_env(library=str(library)),
         "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
         "PATH": f"{tmp / 'bin'}:{os.environ.get('PATH', '')}",
         "NO_COLOR": "1",

@@ -35,11 +35,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from plugin_loader import ROOT, load_plugin
+from plugin_loader import ROOT, ansible_env, load_plugin
 
 ROLE = ROOT / "roles" / "ai_gateway"
 TEMPLATE = ROLE / "templates" / "ai_gateway.conf.j2"
-FILTERS = ROOT / "plugins" / "filter"
 
 CIPHERS = [
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -234,7 +233,7 @@ def render_all(workdir: Path, sets: dict[str, dict]) -> dict[str, str]:
         **os.environ,
         "ANSIBLE_CACHE_PLUGIN": "memory",
         "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FILTER_PLUGINS": str(FILTERS),
+        **ansible_env(),
     }
     command = [
         sys.executable,

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from plugin_loader import ansible_env
 
 # Runs ansible, ansible-playbook or nginx: left out of `make check`.
 pytestmark = pytest.mark.playbook
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 # (plugin type, name, an option its documentation must describe)
 DOCUMENTED = [
@@ -43,10 +42,7 @@ NO_RETURN = {"inventory"}
 def test_ansible_doc_renders(kind, name, option):
     env = {
         **os.environ,
-        "ANSIBLE_FILTER_PLUGINS": str(PLUGINS / "filter"),
-        "ANSIBLE_LIBRARY": str(PLUGINS / "modules"),
-        "ANSIBLE_MODULE_UTILS": str(PLUGINS / "module_utils"),
-        "ANSIBLE_INVENTORY_PLUGINS": str(PLUGINS / "inventory"),
+        **ansible_env(),
     }
     command = [sys.executable, "-m", "ansible.cli.doc", "-t", kind, "--json", name]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_loader import ansible_env
 
 # Runs ansible, ansible-playbook or nginx: left out of `make check`.
 pytestmark = pytest.mark.playbook
@@ -151,11 +152,6 @@ main()
 
 ANSIBLE_CFG = """\
 [defaults]
-roles_path = {root}/roles
-library = {library}:{root}/plugins/modules
-module_utils = {root}/plugins/module_utils
-filter_plugins = {root}/plugins/filter
-collections_path = {root}/.collections
 stdout_callback = ansible.posix.json
 forks = 8
 gathering = explicit
@@ -207,7 +203,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict[str, list[dict]]]]:
     library = tmp / "library"
     library.mkdir()
     (library / "ai_fleet_test_package.py").write_text(STAND_IN_PACKAGE_MODULE)
-    (tmp / "ansible.cfg").write_text(ANSIBLE_CFG.format(root=ROOT, library=library, tmp=tmp))
+    (tmp / "ansible.cfg").write_text(ANSIBLE_CFG.format(tmp=tmp))
     (tmp / "usr" / "bin").mkdir(parents=True)
     (tmp / "usr" / "bin" / "nvidia-installer").write_text("#!/bin/sh\n")
     (tmp / "proc" / "driver" / "nvidia").mkdir(parents=True)
@@ -221,7 +217,13 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict[str, list[dict]]]]:
     unpackaged = {k: v for k, v in FAKES.items() if not k.startswith("__nvidia_driver_installed_")}
     (tmp / "unpackaged.json").write_text(json.dumps(unpackaged))
 
-    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"), "NO_COLOR": "1"}
+    env = {
+        **os.environ,
+        # The repository's paths (ansible.cfg's), the stand-in module first.
+        **ansible_env(library=str(library)),
+        "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
+        "NO_COLOR": "1",
+    }
     base = [
         *(sys.executable, "-m", "ansible.cli.playbook"),
         *("-i", str(tmp / "inventory.ini"), "--check", str(tmp / "guards.yml")),
