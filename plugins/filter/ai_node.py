@@ -53,6 +53,7 @@ import struct
 
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible.utils.vars import merge_hash
 
 KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -204,17 +205,6 @@ def parse_config(text, source):
     return found
 
 
-def deep_merge(base, over):
-    """Return ``base`` with ``over`` merged in: mappings key by key, anything else replaced."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def without(config, path):
     """Return ``config`` without the key at ``path`` (a tuple of keys), when it is there."""
     head, *rest = path
@@ -231,7 +221,7 @@ def full_merge(base, managed, overrides, source):
     """Return ``base`` <- ``managed`` <- ``overrides`` deep-merged, nothing left out."""
     if not isinstance(managed, dict) or not isinstance(overrides or {}, dict):
         raise AnsibleFilterError("ai_node_config_merge: managed and overrides must be mappings")
-    return deep_merge(deep_merge(parse_config(base, source), managed), overrides or {})
+    return merge_hash(merge_hash(parse_config(base, source), managed), overrides or {})
 
 
 def is_secret(path):

@@ -34,6 +34,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from ansible.utils.vars import merge_hash
+
 VAR_OPTIONS = "docker_engine_daemon_options"
 
 BOOL_OPTIONS = frozenset(
@@ -158,6 +160,8 @@ def _dotted(path) -> str:
 def merge(sources):
     """Merge the source mappings as ``combine(recursive=True)`` does (later ones win).
 
+    Ansible's own merge (``ansible.utils.vars.merge_hash``, which ``combine`` uses).
+
     Like Ansible's ``combine``, from the last to the first: a mapping under a key
     that a middle source sets to a scalar still merges with the first one's.
     """
@@ -166,18 +170,8 @@ def merge(sources):
         return {}
     merged = dict(sources[-1])
     for value in reversed(sources[:-1]):
-        merged = _merge_two(value, merged)
+        merged = merge_hash(dict(value), merged)
     return merged
-
-
-def _merge_two(base, update):
-    result = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = _merge_two(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 def json_problems(value, path=()):
