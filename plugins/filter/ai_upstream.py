@@ -30,8 +30,26 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 
-from ansible.errors import AnsibleFilterError
-from ansible.module_utils.parsing.convert_bool import boolean
+try:
+    from ansible.errors import AnsibleFilterError
+    from ansible.module_utils.parsing.convert_bool import boolean
+except ImportError:  # on a gateway: its membership service renders with this file, without Ansible
+
+    class AnsibleFilterError(Exception):
+        """Raised by the filters (only under Ansible)."""
+
+    _TRUE = frozenset(("y", "yes", "on", "1", "true", "t", 1, 1.0, True))
+    _FALSE = frozenset(("n", "no", "off", "0", "false", "f", 0, 0.0, False))
+
+    def boolean(value, strict=True):
+        """Ansible's strict boolean conversion: the same accepted values, TypeError otherwise."""
+        normal = value.lower().strip() if isinstance(value, str) else value
+        if isinstance(normal, (str, bool, int, float)) and normal in _TRUE:
+            return True
+        if (isinstance(normal, (str, bool, int, float)) and normal in _FALSE) or not strict:
+            return False
+        raise TypeError(f"The value {value!r} is not a valid boolean.")
+
 
 #: Port of ai-inference-service on the node when no variable sets one
 #: (``AI_HTTP_PORT`` of the node stack).
@@ -451,7 +469,8 @@ def check_unique(entries, sources):
     addresses compare normalised (an IPv4-mapped IPv6 address is its IPv4 address).
     """
     seen = {}
-    for entry, source in zip(entries, sources, strict=True):
+    # One source per entry (the callers build both lists together); no zip(strict=) on 3.9.
+    for entry, source in zip(entries, sources):
         key = (entry["address"].lower().rstrip("."), entry["port"])
         if key in seen:
             first, second = sorted(

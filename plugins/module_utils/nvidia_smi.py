@@ -29,6 +29,25 @@ QUERY_ARGS = (
     "--query-gpu=" + ",".join(QUERY_FIELDS),
     "--format=csv,noheader,nounits",
 )
+# What the GPU health checker (roles/gpu_health) reads every few seconds.
+HEALTH_FIELDS = (
+    "index",
+    "uuid",
+    "pci.bus_id",
+    "retired_pages.pending",
+    "ecc.errors.uncorrected.volatile.total",
+    "temperature.gpu",
+)
+HEALTH_ARGS = (
+    "--query-gpu=" + ",".join(HEALTH_FIELDS),
+    "--format=csv,noheader,nounits",
+)
+# Row remapping (Ampere and later), read less often.
+REMAP_FIELDS = ("gpu_bus_id", "remapped_rows.pending", "remapped_rows.failure")
+REMAP_ARGS = (
+    "--query-remapped-rows=" + ",".join(REMAP_FIELDS),
+    "--format=csv,noheader,nounits",
+)
 # `nvidia-smi -q` prints the driver and CUDA versions in its header whatever
 # the display filter; COMPUTE keeps the rest short.
 HEADER_ARGS = ("-q", "-d", "COMPUTE")
@@ -90,7 +109,8 @@ def parse_query(text: str) -> list[dict]:
             )
         if extra:
             parts = [parts[0], ", ".join(parts[1 : 2 + extra]), *parts[2 + extra :]]
-        raw = dict(zip(QUERY_FIELDS, parts, strict=True))
+        # Same length here (checked above); zip(strict=) needs Python 3.10, RHEL 9 has 3.9.
+        raw = dict(zip(QUERY_FIELDS, parts))
         try:
             index = int(raw["index"])
         except ValueError as exc:
@@ -110,6 +130,76 @@ def parse_query(text: str) -> list[dict]:
             }
         )
     return sorted(gpus, key=lambda gpu: gpu["index"])
+
+
+def _yes(raw: str) -> bool | None:
+    value = _value(raw)
+    return None if value is None else value.lower() in ("yes", "1", "true")
+
+
+def _count(raw: str) -> int | None:
+    value = _value(raw)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError as exc:
+        raise NvidiaSmiParseError(f"not a count: {raw!r}") from exc
+
+
+def parse_health_query(text: str) -> list[dict]:
+    """Parse `nvidia-smi <HEALTH_ARGS>`: what the GPU health checker reads every few seconds.
+
+    One line per GPU. A field the GPU cannot report (``[N/A]``: retired pages on
+    a GPU that remaps rows instead, ECC on a GPU without it) is None.
+    """
+    gpus = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(HEALTH_FIELDS):
+            raise NvidiaSmiParseError(
+                f"line {lineno}: {len(parts)} values, expected {len(HEALTH_FIELDS)}: {line!r}"
+            )
+        raw = dict(zip(HEALTH_FIELDS, parts))
+        try:
+            index = int(raw["index"])
+        except ValueError as exc:
+            raise NvidiaSmiParseError(f"line {lineno}: index is not a number: {line!r}") from exc
+        gpus.append(
+            {
+                "index": index,
+                "uuid": raw["uuid"],
+                "pci_bus_id": raw["pci.bus_id"],
+                "retired_pages_pending": _yes(raw["retired_pages.pending"]),
+                "ecc_uncorrected_volatile": _count(raw["ecc.errors.uncorrected.volatile.total"]),
+                "temperature_c": _count(raw["temperature.gpu"]),
+            }
+        )
+    return sorted(gpus, key=lambda gpu: gpu["index"])
+
+
+def parse_remapped_rows(text: str) -> dict[str, dict]:
+    """Parse `nvidia-smi <REMAP_ARGS>`: ``{pci bus id: {pending, failure}}``.
+
+    GPUs without row remapping (before Ampere) print nothing, or ``[N/A]``.
+    """
+    found = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(REMAP_FIELDS):
+            raise NvidiaSmiParseError(
+                f"line {lineno}: {len(parts)} values, expected {len(REMAP_FIELDS)}: {line!r}"
+            )
+        raw = dict(zip(REMAP_FIELDS, parts))
+        found[raw["gpu_bus_id"]] = {
+            "pending": _yes(raw["remapped_rows.pending"]),
+            "failure": _yes(raw["remapped_rows.failure"]),
+        }
+    return found
 
 
 def parse_cuda_version(text: str) -> str | None:

@@ -1,0 +1,603 @@
+#!/usr/bin/env python3
+"""ai-gpu-health: a GPU node's fitness to serve, judged every few seconds, without Ansible.
+
+Runs on each GPU node as a systemd service (Python standard library only, the
+host's own Python). Every ``--interval`` seconds it reads:
+
+- the kernel log (``/dev/kmsg``, or a file): NVIDIA XID errors, each once,
+  tiered by NVIDIA's XID catalogue (XID_TIERS): a hardware-class fault
+  ("remove": the GPU needs a reset, a reboot or a repair) makes the node
+  unhealthy until an operator acknowledges it; an application-class one
+  ("alert", such as 13 or 94) only counts;
+- ``nvidia-smi`` (every ``--smi-interval`` seconds): its exit code (9 driver
+  not loaded, 12 NVML missing, 15 GPU lost, 18 driver/library mismatch, ...),
+  the number of GPUs against ``--expected-gpus``, uncorrectable (double-bit)
+  ECC errors since the driver loaded, retired pages pending, the temperature;
+  and row remapping (every ``--remap-interval`` seconds): a remap failure.
+
+It publishes the verdict as JSON on ``http://<listen>:<port>/verdict`` (200
+when healthy, 503 when not; the gateways' membership service polls it) and as
+node-exporter textfile metrics (``ai_gpu_health_*``). ``--once`` checks once,
+prints the verdict and exits 0 (healthy) or 1.
+
+An operator acknowledges the hardware faults seen so far (after a GPU reset,
+a reboot or a repair) by writing the current time to the ``--ack-file``
+(``{"acknowledged_at": <unix seconds>}``); faults logged before it no longer
+count. nvidia-smi's own findings need no acknowledgement: they count while
+nvidia-smi reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# nvidia_smi.py is installed beside this file (from plugins/module_utils/).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nvidia_smi
+
+REMOVE = "remove"
+ALERT = "alert"
+
+# NVIDIA's XID catalogue (docs.nvidia.com/deploy/xid-errors), tiered by the
+# catalogue's immediate action: RESET_GPU, RESTART_BM, RESTART_VM,
+# WORKFLOW_XID_48 or WORKFLOW_NVLINK_ERR -> REMOVE; RESTART_APP or IGNORE ->
+# ALERT. Codes the catalogue lists as unused, and XIDs not listed, are ALERT
+# (reported with their number, never ignored). 144-150 (NVLink5) carry
+# sub-codes that decide NVIDIA's action; they are removed without decoding.
+XID_TIERS: dict[int, tuple[str, str]] = {
+    8: (ALERT, "GPU stopped processing (application)"),
+    13: (ALERT, "graphics engine exception (application)"),
+    31: (ALERT, "GPU memory page fault (application)"),
+    32: (ALERT, "invalid or corrupted push buffer stream"),
+    38: (ALERT, "driver firmware error"),
+    43: (ALERT, "GPU stopped processing (reset channel verification)"),
+    45: (ALERT, "preemptive cleanup, due to previous errors"),
+    48: (REMOVE, "double-bit ECC error"),
+    44: (ALERT, "graphics engine fault during context switch"),
+    61: (ALERT, "unused in the current catalogue (was: micro-controller breakpoint)"),
+    62: (REMOVE, "internal micro-controller halt"),
+    63: (ALERT, "ECC page retirement or row remapping recording event"),
+    64: (REMOVE, "ECC page retirement or row remapper recording failure"),
+    68: (ALERT, "video processor exception"),
+    69: (ALERT, "graphics engine class error"),
+    74: (REMOVE, "NVLink error"),
+    79: (REMOVE, "GPU has fallen off the bus"),
+    92: (ALERT, "high single-bit ECC error rate"),
+    94: (ALERT, "contained ECC error (the application restarts)"),
+    95: (REMOVE, "uncontained ECC error"),
+    109: (REMOVE, "context switch timeout"),
+    119: (REMOVE, "GSP RPC timeout"),
+    120: (REMOVE, "GSP error"),
+    121: (ALERT, "C2C link corrected error"),
+    122: (ALERT, "unused in the current catalogue (was: SPI PMU RPC read failure)"),
+    123: (ALERT, "unused in the current catalogue (was: SPI PMU RPC write failure)"),
+    136: (REMOVE, "link training failure"),
+    140: (REMOVE, "unrecovered ECC error"),
+    143: (REMOVE, "GPU initialization failure"),
+    **{n: (REMOVE, "NVLink error (sub-codes not decoded)") for n in range(144, 151)},
+    151: (REMOVE, "key rotation error"),
+    155: (REMOVE, "NVLink link down"),
+}
+# XID 154 says that the GPU's recovery action changed, to the value after "to":
+# anything but 0x0 (None) - GPU Reset Required, Node Reboot Required, Drain and
+# Reset, Drain P2P, and the 610 drivers' OS Reboot or PF FLR - removes the node.
+XID_RECOVERY_ACTION = 154
+_RECOVERY_TO = re.compile(r"to\s+(0x[0-9a-fA-F]+)\s*(?:\(([^)]*)\))?")
+
+# nvidia-smi's exit codes (its manual's RETURN VALUE, NVML's return codes):
+# those that say the GPUs cannot serve remove the node; those that say the
+# check itself could not run are reported, without removing it.
+SMI_EXIT: dict[int, tuple[str, str]] = {
+    2: (ALERT, "a supplied argument or flag is invalid"),
+    3: (ALERT, "the requested operation is not available on the target device"),
+    4: (ALERT, "no permission to access the device or perform the operation"),
+    6: (ALERT, "a query to find an object was unsuccessful"),
+    8: (REMOVE, "a device's external power cables are not properly attached"),
+    9: (REMOVE, "the NVIDIA driver is not loaded"),
+    10: (REMOVE, "the NVIDIA kernel module detected an interrupt issue with a GPU"),
+    12: (REMOVE, "the NVML shared library could not be found or loaded"),
+    13: (ALERT, "the local NVML does not implement this function"),
+    14: (REMOVE, "the infoROM is corrupted"),
+    15: (REMOVE, "the GPU has fallen off the bus or has otherwise become inaccessible"),
+    16: (REMOVE, "the GPU requires a reset"),
+    18: (REMOVE, "driver/library version mismatch"),
+    255: (ALERT, "other error or internal driver error"),
+}
+
+# An XID line of the NVIDIA kernel module, in the kernel log (open-gpu-kernel-modules):
+#   NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.         (process unknown)
+#   NVRM: Xid (PCI:0000:3b:00): 13, pid=3291, name=python3, Graphics Exception: ...
+#   NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, ...   (535 and older)
+#   NVRM: Xid (PCI:0000:3b:00 GPU-I:01 GPU-CI:00): 31, ...                  (a MIG instance)
+#   NVRM: Xid (0000:3b:00): 79, ...                                          (older still)
+_XID_LINE = re.compile(
+    r"NVRM: Xid \((?:PCI:)?(?P<pci>[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}(?:\.[0-7])?)"
+    r"(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\):\s*(?P<xid>\d+),\s*(?P<text>.*)$"
+)
+# A /dev/kmsg record: "<priority>,<sequence>,<microseconds since boot>,<flags>;<message>".
+_KMSG_RECORD = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;(?P<message>.*)$")
+
+
+def gpu_address(pci_bus_id: str) -> str:
+    """Return a GPU's PCI address as the kernel log writes it: ``0000:3a:00``.
+
+    nvidia-smi writes ``00000000:3A:00.0`` (8-digit domain, function), the XID
+    lines ``0000:3a:00``: one form, so that the causes and metrics of one GPU agree.
+    """
+    parts = pci_bus_id.strip().lower().split(":")
+    if len(parts) != 3:
+        return pci_bus_id.strip().lower()
+    domain, bus, device = parts
+    if re.fullmatch(r"[0-9a-f]+", domain):
+        domain = f"{int(domain, 16):04x}"
+    return f"{domain}:{bus}:{device.split('.', 1)[0]}"
+
+
+def xid_tier(xid: int, text: str = "") -> tuple[str, str]:
+    """(tier, meaning) of one XID: REMOVE or ALERT, and what NVIDIA's catalogue calls it."""
+    if xid == XID_RECOVERY_ACTION:
+        match = _RECOVERY_TO.search(text)
+        if not match:
+            return REMOVE, "GPU recovery action changed (to an action not understood)"
+        value, label = int(match.group(1), 16), (match.group(2) or match.group(1)).strip()
+        return (ALERT if value == 0 else REMOVE), f"GPU recovery action changed to {label}"
+    return XID_TIERS.get(xid, (ALERT, "not in the XID catalogue's removal list"))
+
+
+def parse_xid(message: str) -> dict | None:
+    """Return the XID in one kernel log message, or None: ``{pci, xid, text, tier, meaning}``."""
+    match = _XID_LINE.search(message.strip())
+    if not match:
+        return None
+    xid = int(match.group("xid"))
+    text = match.group("text").strip()
+    tier, meaning = xid_tier(xid, text)
+    pci = gpu_address(match.group("pci"))
+    return {"pci": pci, "xid": xid, "text": text, "tier": tier, "meaning": meaning}
+
+
+def parse_kmsg_record(record: str) -> tuple[int, float, str] | None:
+    """(sequence, seconds since boot, message) of a /dev/kmsg record; None for a continuation."""
+    match = _KMSG_RECORD.match(record)
+    if not match:
+        return None
+    return int(match.group("seq")), int(match.group("usec")) / 1e6, match.group("message")
+
+
+def boot_time(uptime_text: str, now: float) -> float:
+    """Unix time of the boot, from /proc/uptime's text."""
+    return now - float(uptime_text.split(maxsplit=1)[0])
+
+
+class KernelLog:
+    """New XID records of the kernel log since the last read, each once.
+
+    ``/dev/kmsg`` (or any character device) is read as kmsg records from the
+    oldest still in the ring buffer; a regular file (the lab's, a test's) as
+    lines appended since the last read, from its start when it shrank.
+    """
+
+    def __init__(self, path: str, uptime_path: str = "/proc/uptime"):
+        """Open nothing yet: the first read opens the log."""
+        self.path, self.uptime_path = path, uptime_path
+        self.handle = None
+        self.offset = 0
+        self.inode = None
+        self.device = False
+
+    def read(self, now: float) -> list[dict]:
+        """Return the XIDs logged since the last call, each with ``at`` (unix time) and ``key``."""
+        if self.handle is None:
+            self.device = os.path.exists(self.path) and not os.path.isfile(self.path)
+            if self.device:
+                self.handle = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        return self._read_device(now) if self.device else self._read_file(now)
+
+    def _read_device(self, now: float) -> list[dict]:
+        try:
+            with open(self.uptime_path, encoding="ascii") as handle:
+                booted = boot_time(handle.read(), now)
+        except OSError:
+            booted = 0.0
+        found = []
+        while True:
+            try:
+                chunk = os.read(self.handle, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                # Records were overwritten before they were read: go on with the next.
+                continue
+            if not chunk:
+                break
+            record = parse_kmsg_record(chunk.decode("utf-8", "replace").split("\n", 1)[0])
+            if record is None:
+                continue
+            sequence, since_boot, message = record
+            xid = parse_xid(message)
+            if xid:
+                found.append({**xid, "at": booted + since_boot, "key": f"kmsg:{sequence}"})
+        return found
+
+    def _read_file(self, now: float) -> list[dict]:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            self.inode, self.offset = stat.st_ino, 0
+        found = []
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            handle.seek(self.offset)
+            while True:
+                start = handle.tell()
+                line = handle.readline()
+                if not line.endswith("\n"):
+                    break  # nothing more, or a line still being written
+                self.offset = handle.tell()
+                record = parse_kmsg_record(line.rstrip("\n"))
+                message = record[2] if record else line
+                xid = parse_xid(message)
+                if xid:
+                    found.append({**xid, "at": now, "key": f"file:{self.inode}:{start}"})
+        return found
+
+
+def smi_findings(rc: int | None, output: str, expected_gpus: int) -> tuple[list, list, list]:
+    """(causes, alerts, gpus) from one run of nvidia-smi's health query.
+
+    ``rc`` None: nvidia-smi did not answer in time (a GPU that has fallen off
+    the bus often hangs it).
+    """
+    if rc is None:
+        return [cause("nvidia_smi", REMOVE, "nvidia-smi did not answer in time")], [], []
+    if rc == 127:
+        return [cause("nvidia_smi", REMOVE, "nvidia-smi is not installed")], [], []
+    if rc != 0:
+        tier, meaning = SMI_EXIT.get(rc, (ALERT, "an exit code nvidia-smi does not document"))
+        detail = f"nvidia-smi exited {rc}: {meaning}"
+        message = nvidia_smi.first_line(output)
+        if message:
+            detail += f" ({message})"
+        found = [cause("nvidia_smi", tier, detail, code=rc)]
+        return (found, [], []) if tier == REMOVE else ([], found, [])
+    try:
+        gpus = nvidia_smi.parse_health_query(output)
+    except nvidia_smi.NvidiaSmiParseError as exc:
+        return [], [cause("nvidia_smi", ALERT, f"nvidia-smi's answer not understood: {exc}")], []
+    causes, alerts = [], []
+    if expected_gpus and len(gpus) < expected_gpus:
+        causes.append(
+            cause("gpu_count", REMOVE, f"{len(gpus)} GPU(s) found, {expected_gpus} expected")
+        )
+    for gpu in gpus:
+        where = gpu_address(gpu["pci_bus_id"])
+        if gpu["ecc_uncorrected_volatile"]:
+            causes.append(
+                cause(
+                    "ecc_uncorrected",
+                    REMOVE,
+                    f"{gpu['ecc_uncorrected_volatile']} uncorrectable ECC error(s) since the "
+                    "driver loaded",
+                    gpu=where,
+                )
+            )
+        if gpu["retired_pages_pending"]:
+            alerts.append(
+                cause("retired_pages_pending", ALERT, "retired pages wait for a reset", gpu=where)
+            )
+    return causes, alerts, gpus
+
+
+def remap_findings(rows: dict[str, dict]) -> tuple[list, list]:
+    """(causes, alerts) from row remapping: a failure removes, a pending remap alerts."""
+    causes, alerts = [], []
+    for bus_id, state in sorted(rows.items()):
+        where = gpu_address(bus_id)
+        if state["failure"]:
+            causes.append(
+                cause("row_remap_failure", REMOVE, "row remapping failed (repair)", gpu=where)
+            )
+        elif state["pending"]:
+            alerts.append(
+                cause("row_remap_pending", ALERT, "a remapped row waits for a reset", gpu=where)
+            )
+    return causes, alerts
+
+
+def cause(kind: str, tier: str, detail: str, **more) -> dict:
+    """One reason in a verdict."""
+    return {"kind": kind, "tier": tier, "detail": detail, **more}
+
+
+def xid_cause(xid: dict) -> dict:
+    """Return a verdict's reason for one logged XID."""
+    return cause(
+        "xid",
+        xid["tier"],
+        f"XID {xid['xid']} ({xid['meaning']}): {xid['text']}",
+        gpu=xid["pci"],
+        xid=xid["xid"],
+        at=round(xid["at"], 3),
+    )
+
+
+def verdict(  # noqa: PLR0913 (every input of the verdict, named)
+    node: str,
+    *,
+    xids: list[dict],
+    acknowledged_at: float,
+    smi: tuple[list, list, list],
+    remap: tuple[list, list],
+    expected_gpus: int,
+    now: float,
+) -> dict:
+    """Return the node's verdict: healthy unless a REMOVE-tier cause stands.
+
+    Logged XIDs of the REMOVE tier stand until acknowledged (logged at or
+    before ``acknowledged_at``); ALERT-tier ones are listed for ten minutes.
+    """
+    standing = [x for x in xids if x["at"] > acknowledged_at]
+    causes = [xid_cause(x) for x in standing if x["tier"] == REMOVE] + smi[0] + remap[0]
+    alerts = (
+        [xid_cause(x) for x in standing if x["tier"] == ALERT and now - x["at"] <= 600]
+        + smi[1]
+        + remap[1]
+    )
+    return {
+        "node": node,
+        "healthy": not causes,
+        "causes": causes,
+        "alerts": alerts,
+        "gpus": {"found": len(smi[2]), "expected": expected_gpus},
+        "acknowledged_at": acknowledged_at,
+        "checked_at": round(now, 3),
+    }
+
+
+def _label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float) -> str:
+    """Render the verdict as node-exporter textfile metrics (Prometheus text format)."""
+    lines = []
+
+    def family(name: str, kind: str, text: str, samples: list[tuple[dict, float]]):
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
+
+    family(
+        "ai_gpu_health_healthy",
+        "gauge",
+        "1 when the node's GPUs are fit to serve, 0 when a cause removes the node.",
+        [({}, 1 if result["healthy"] else 0)],
+    )
+    family(
+        "ai_gpu_health_cause",
+        "gauge",
+        "1 for each standing reason to remove the node (tier remove) or to alert (tier alert).",
+        [
+            ({"kind": c["kind"], "tier": c["tier"], "gpu": c.get("gpu", "")}, 1)
+            for c in result["causes"] + result["alerts"]
+        ],
+    )
+    family(
+        "ai_gpu_health_xid_errors_total",
+        "counter",
+        "XID errors read from the kernel log since the checker started, by XID, tier and GPU.",
+        [
+            ({"xid": xid, "tier": tier, "gpu": gpu}, n)
+            for (xid, tier, gpu), n in sorted(xid_counts.items())
+        ],
+    )
+    family(
+        "ai_gpu_health_gpus",
+        "gauge",
+        "GPUs nvidia-smi reported in the last check.",
+        [({}, result["gpus"]["found"])],
+    )
+    family(
+        "ai_gpu_health_expected_gpus",
+        "gauge",
+        "GPUs the node is expected to have (0: not checked).",
+        [({}, result["gpus"]["expected"])],
+    )
+    family(
+        "ai_gpu_health_nvidia_smi_exit_code",
+        "gauge",
+        "Exit code of the last nvidia-smi run (-1: it did not answer in time).",
+        [({}, -1 if smi_rc is None else smi_rc)],
+    )
+    family(
+        "ai_gpu_health_last_check_timestamp_seconds",
+        "gauge",
+        "Unix time of the last check.",
+        [({}, result["checked_at"])],
+    )
+    family(
+        "ai_gpu_health_check_duration_seconds",
+        "gauge",
+        "How long the last check took.",
+        [({}, round(duration, 6))],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def read_acknowledged(path: str) -> float:
+    """Return the time up to which the operator acknowledged the faults (0 when never)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return float(json.load(handle).get("acknowledged_at", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def run_smi(command: list[str], timeout: float) -> tuple[int | None, str]:
+    """(exit code, output) of nvidia-smi; exit code None when it did not answer in time."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None, ""
+    except OSError:
+        return 127, ""
+    return done.returncode, done.stdout + done.stderr
+
+
+class Checker:
+    """The checks, their state between rounds, and the last verdict."""
+
+    def __init__(self, options: argparse.Namespace):
+        """Nothing is read until the first round."""
+        self.options = options
+        self.log = KernelLog(options.kernel_log)
+        self.xids: dict[str, dict] = {}
+        self.xid_counts: dict[tuple, int] = {}
+        self.smi: tuple[list, list, list] = ([], [], [])
+        self.smi_rc: int | None = 0
+        self.remap: tuple[list, list] = ([], [])
+        self.smi_at = self.remap_at = float("-inf")
+        self.lock = threading.Lock()
+        self.result: dict = {}
+
+    def round(self, now: float) -> dict:
+        """One round of checks; returns (and keeps) the verdict."""
+        started = time.monotonic()
+        options = self.options
+        for xid in self.log.read(now):
+            if xid["key"] not in self.xids:
+                self.xids[xid["key"]] = xid
+                count_key = (str(xid["xid"]), xid["tier"], xid["pci"])
+                self.xid_counts[count_key] = self.xid_counts.get(count_key, 0) + 1
+        if now - self.smi_at >= options.smi_interval:
+            self.smi_at = now
+            command = [options.nvidia_smi, *nvidia_smi.HEALTH_ARGS]
+            self.smi_rc, output = run_smi(command, options.smi_timeout)
+            self.smi = smi_findings(self.smi_rc, output, options.expected_gpus)
+        if now - self.remap_at >= options.remap_interval and self.smi_rc == 0:
+            self.remap_at = now
+            command = [options.nvidia_smi, *nvidia_smi.REMAP_ARGS]
+            rc, output = run_smi(command, options.smi_timeout)
+            try:
+                rows = nvidia_smi.parse_remapped_rows(output) if rc == 0 else {}
+                self.remap = remap_findings(rows)
+            except nvidia_smi.NvidiaSmiParseError:
+                self.remap = ([], [])
+        result = verdict(
+            options.node,
+            xids=list(self.xids.values()),
+            acknowledged_at=read_acknowledged(options.ack_file),
+            smi=self.smi,
+            remap=self.remap,
+            expected_gpus=options.expected_gpus,
+            now=now,
+        )
+        if options.textfile_dir:
+            text = metrics(result, self.xid_counts, self.smi_rc, time.monotonic() - started)
+            write_atomically(os.path.join(options.textfile_dir, "ai_gpu_health.prom"), text)
+        with self.lock:
+            changed = self.result.get("causes") != result["causes"]
+            self.result = result
+        if changed:
+            state = "healthy" if result["healthy"] else "UNHEALTHY"
+            reasons = "; ".join(c["detail"] for c in result["causes"]) or "no fault"
+            print(f"{state}: {reasons}", file=sys.stderr, flush=True)
+        return result
+
+    def current(self) -> dict:
+        """Return the last verdict."""
+        with self.lock:
+            return dict(self.result)
+
+
+def serve(checker: Checker, address: str, port: int) -> ThreadingHTTPServer:
+    """Start the verdict's HTTP server in a thread; return it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.split("?", 1)[0] not in ("/verdict", "/"):
+                self.send_error(404, "GET /verdict")
+                return
+            result = checker.current()
+            body = (json.dumps(result, sort_keys=True) + "\n").encode()
+            self.send_response(200 if result.get("healthy") else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            """Log nothing: every gateway polls every few seconds."""
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    ThreadingHTTPServer.address_family = family
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def options_from(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="ai-gpu-health", description=__doc__.split("\n")[0])
+    parser.add_argument("--node", default=socket.gethostname(), help="name in the verdict")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds")
+    parser.add_argument("--smi-interval", type=float, default=5.0, help="seconds between runs")
+    parser.add_argument("--remap-interval", type=float, default=60.0)
+    parser.add_argument("--smi-timeout", type=float, default=8.0)
+    parser.add_argument("--expected-gpus", type=int, default=0, help="0: not checked")
+    parser.add_argument("--nvidia-smi", default="nvidia-smi")
+    parser.add_argument("--kernel-log", default="/dev/kmsg")
+    parser.add_argument("--ack-file", default="/var/lib/ai-gpu-health/acknowledged.json")
+    parser.add_argument("--textfile-dir", default="", help="node-exporter's textfile folder")
+    parser.add_argument("--listen", default="0.0.0.0", help="address of the verdict's server")
+    parser.add_argument("--port", type=int, default=9402)
+    parser.add_argument("--once", action="store_true", help="check once, print, exit 0 or 1")
+    options = parser.parse_args(argv)
+    if options.interval <= 0 or options.smi_interval <= 0 or options.smi_timeout <= 0:
+        parser.error("--interval, --smi-interval and --smi-timeout must be above 0")
+    if options.expected_gpus < 0:
+        parser.error("--expected-gpus must be 0 or more")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check once (--once) or forever."""
+    options = options_from(sys.argv[1:] if argv is None else argv)
+    checker = Checker(options)
+    if options.once:
+        result = checker.round(time.time())
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0 if result["healthy"] else 1
+    checker.round(time.time())
+    serve(checker, options.listen, options.port)
+    while True:
+        started = time.monotonic()
+        checker.round(time.time())
+        time.sleep(max(0.0, options.interval - (time.monotonic() - started)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
