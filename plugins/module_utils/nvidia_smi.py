@@ -147,11 +147,18 @@ def _count(raw: str) -> int | None:
         raise NvidiaSmiParseError(f"not a count: {raw!r}") from exc
 
 
+#: Bracketed values that only say a field does not apply; any other (``[GPU requires
+#: reset]``, ``[GPU is lost]``, ``[Unknown Error]``) says the GPU is in trouble.
+_NOT_APPLICABLE = {"[N/A]", "N/A", "[Not Supported]", "[Insufficient Permissions]"}
+
+
 def parse_health_query(text: str) -> list[dict]:
     """Parse `nvidia-smi <HEALTH_ARGS>`: what the GPU health checker reads every few seconds.
 
     One line per GPU. A field the GPU cannot report (``[N/A]``: retired pages on
-    a GPU that remaps rows instead, ECC on a GPU without it) is None.
+    a GPU that remaps rows instead, ECC on a GPU without it) is None; a field
+    that reports an error instead of a value is None too, and listed in the
+    GPU's ``errors`` (``"<field>: [GPU requires reset]"``).
     """
     gpus = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -163,6 +170,12 @@ def parse_health_query(text: str) -> list[dict]:
                 f"line {lineno}: {len(parts)} values, expected {len(HEALTH_FIELDS)}: {line!r}"
             )
         raw = dict(zip(HEALTH_FIELDS, parts))
+        errors = [
+            f"{name}: {value}"
+            for name, value in raw.items()
+            if value.startswith("[") and value not in _NOT_APPLICABLE
+        ]
+        raw = {name: "[N/A]" if value.startswith("[") else value for name, value in raw.items()}
         try:
             index = int(raw["index"])
         except ValueError as exc:
@@ -175,6 +188,7 @@ def parse_health_query(text: str) -> list[dict]:
                 "retired_pages_pending": _yes(raw["retired_pages.pending"]),
                 "ecc_uncorrected_volatile": _count(raw["ecc.errors.uncorrected.volatile.total"]),
                 "temperature_c": _count(raw["temperature.gpu"]),
+                "errors": errors,
             }
         )
     return sorted(gpus, key=lambda gpu: gpu["index"])

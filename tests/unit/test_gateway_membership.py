@@ -83,6 +83,17 @@ def test_removal_takes_at_most_two_polls_after_the_fault():
     assert gateway.now - started <= 2 * POLL_S
 
 
+def test_no_answer_from_a_held_out_node_restarts_its_healthy_wait():
+    gateway = Gateway()
+    gateway.run(4, gpu_1=BAD)
+    gateway.run(40)
+    gateway.run(30, gpu_1=(UNKNOWN, "timed out"))
+    gateway.run(40)
+    assert gateway.down == ["gpu-1"]  # 40 s + silence + 40 s is not a healthy minute
+    gateway.run(22)
+    assert gateway.down == []
+
+
 def test_a_checker_that_does_not_answer_changes_nothing():
     gateway = Gateway()
     gateway.run(30, gpu_3=(UNKNOWN, "timed out"))
@@ -136,13 +147,16 @@ def test_at_most_half_the_nodes_go_out_then_the_breaker_waits_for_a_person():
     assert gateway.state.breaker_open
     assert "at most 2 may be" in gateway.state.breaker_reason
     assert [e["event"] for e in gateway.events].count("breaker_open") == 1
-    # Open: nothing more is removed, even once another node recovers...
-    gateway.run(70, gpu_1=BAD, gpu_2=BAD, gpu_3=BAD)
-    out = set(gateway.down)
-    assert len(out) <= 2 and "gpu-4" not in out
-    # ...and until a person resets it.
+    assert gateway.down == ["gpu-1", "gpu-2"]
+    # Open: returns go on (gpu-2 recovers), removals do not (gpu-3 is still bad)...
+    gateway.run(70, gpu_1=BAD, gpu_3=BAD, gpu_4=BAD)
+    assert gateway.down == ["gpu-1"]
+    # ...until a person closes the breaker: then removals resume, within the limit.
     gateway.state = membership.reset_breaker(gateway.state)
     assert not gateway.state.breaker_open
+    gateway.run(4, gpu_1=BAD, gpu_3=BAD, gpu_4=BAD)
+    assert gateway.down == ["gpu-1", "gpu-3"]
+    assert gateway.state.breaker_open  # gpu-4 would be the third
 
 
 def test_the_last_node_is_never_removed():
@@ -223,6 +237,7 @@ def settings(folder, **changes) -> dict:
         "poll_timeout_s": 1.5,
         "load_timeout_s": 5,
         "rules": {"remove_after": 2, "return_after_s": 60},
+        "breaker_reset_file": str(folder / "reset-breaker"),
     }
     return {**config, **changes}
 
@@ -440,11 +455,14 @@ def test_a_file_nginx_refuses_is_put_back_and_nothing_changes(nginx):
     bad["gpu-1"] = (UNHEALTHY, "nvidia-smi exited 18")
     service.round(100.0, bad)
     events = service.round(102.0, bad)
-    assert [e["event"] for e in events] == ["removed", "swap_failed"]
+    assert [e["event"] for e in events] == ["swap_failed"]
     assert "host not found in upstream" in events[-1]["why"]
+    assert "(removed gpu-1)" in events[-1]["why"]
     assert Path(config["include_file"]).read_text() == before
     assert not service.state.nodes["gpu-1"].out  # kept as it was: tried again next round
-    assert "ai_gateway_membership_swap_failures_total 1" in Path(config["metrics_file"]).read_text()
+    # Both rounds: the first one loads the file on disk again (refused too).
+    metrics = Path(config["metrics_file"]).read_text()
+    assert "ai_gateway_membership_swap_failures_total 2" in metrics
 
 
 @pytest.mark.playbook
@@ -474,3 +492,50 @@ def test_a_drained_node_is_down_and_never_returned(nginx):
         False,
         False,
     ]
+
+
+@pytest.mark.playbook
+@needs_nginx
+def test_backups_are_not_judged_and_the_last_primary_is_never_removed(nginx):
+    nginx["entries"][3]["backup"] = True
+    nginx["entries"][2]["down"] = True  # the inventory's ai_node_drain
+    config, rules = membership.load_config(json.dumps(nginx), "membership.json")
+    service = membership.Service(config, rules)
+    bad = {f"gpu-{i}": (UNHEALTHY, "XID 79") for i in (1, 2, 3, 4)}
+    for second in range(0, 20, 2):
+        service.round(float(second), bad)
+    # 3 primaries, of which one may be out: gpu-3, down in the inventory, is that one.
+    lines = served_servers(config)
+    assert [line.endswith(" down;") for line in lines] == [False, False, True, False]
+    assert lines[3].endswith(" backup;")
+    assert service.state.breaker_open
+
+
+@pytest.mark.playbook
+@needs_nginx
+def test_the_breaker_is_closed_by_its_reset_file(nginx):
+    config, rules = membership.load_config(json.dumps(nginx), "membership.json")
+    service = membership.Service(config, rules)
+    bad = {f"gpu-{i}": (UNHEALTHY, "XID 79") for i in (1, 2, 3, 4)}
+    for second in range(0, 10, 2):
+        service.round(float(second), bad)
+    assert service.state.breaker_open
+    Path(config["breaker_reset_file"]).touch()
+    events = service.round(10.0, bad)
+    assert events[0]["event"] == "breaker_reset"
+    assert not Path(config["breaker_reset_file"]).exists()
+    assert service.state.breaker_open  # still half the fleet unhealthy: open again
+
+
+@pytest.mark.playbook
+@needs_nginx
+def test_a_service_restarted_after_a_write_loads_the_file_on_its_first_round(nginx):
+    config, rules = membership.load_config(json.dumps(nginx), "membership.json")
+    # As if a service had written this file and stopped before reloading nginx.
+    Path(config["include_file"]).write_text(membership.render(config, []))
+    master = int(Path(config["pid_file"]).read_text())
+    before = {w["pid"] for w in membership.nginx_proc.generations(master)[0]}
+    healthy = {f"gpu-{i}": (HEALTHY, "") for i in (1, 2, 3, 4)}
+    membership.Service(config, rules).round(0.0, healthy)
+    after = {w["pid"] for w in membership.nginx_proc.generations(master)[0]}
+    assert after - before, "the first round did not reload nginx"

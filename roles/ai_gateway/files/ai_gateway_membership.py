@@ -15,16 +15,23 @@ changed. The rules:
 - a hardware fault stays out until the operator acknowledges it on the node
   (the checker's verdict stays unhealthy until then);
 - a checker that does not answer changes nothing (nginx's own checks still
-  see a node that is down; the monitoring alerts on the checker);
+  see a node that is down; the monitoring alerts on the checker), except
+  that a held-out node's healthy wait starts again;
 - an operator-drained node is never returned;
 - never more than half of the nodes out of the gateway, drained ones
   included, and never the last: past that the breaker opens, removes nothing
-  more and waits for a person (``reset_breaker``); returns go on meanwhile.
+  more and waits for a person (``reset_breaker``; the service's
+  ``breaker_reset_file``); returns go on meanwhile.
+
+The service (``Service``, ``main``) judges the primary servers only (backups
+stay as the inventory has them) and counts servers the inventory marks down
+as drained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import math
 import os
@@ -124,7 +131,8 @@ def decide(
         verdict, cause = verdicts[name]
         node = nodes.get(name, NodeState())
         if verdict == UNKNOWN:
-            nodes[name] = node
+            # Out, it must answer healthy for the whole wait: no answer breaks it.
+            nodes[name] = replace(node, healthy_since=None) if node.out else node
             continue
         if verdict == HEALTHY:
             node = replace(
@@ -195,6 +203,8 @@ CONFIG_KEYS = {
     "poll_timeout_s": (int, float),
     "load_timeout_s": (int, float),
     "rules": dict,
+    # Its presence closes the breaker at the next round (then it is removed).
+    "breaker_reset_file": str,
 }
 
 
@@ -261,7 +271,8 @@ def verdict_of(status: int | None, body: bytes) -> tuple[str, str]:
         return UNKNOWN, "the verdict has no healthy field"
     if answer["healthy"] and status == 200:
         return HEALTHY, ""
-    causes = answer.get("causes") or []
+    causes = answer.get("causes")
+    causes = causes if isinstance(causes, list) else []
     text = "; ".join(str(c.get("detail", c)) for c in causes if isinstance(c, dict))
     return UNHEALTHY, text or "unhealthy (no cause given)"
 
@@ -272,8 +283,11 @@ def fetch(url: str, timeout: float) -> tuple[int | None, bytes]:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
             return answer.status, answer.read(65536)
     except urllib.error.HTTPError as refused:
-        return refused.code, refused.read(65536)
-    except (OSError, ValueError):
+        try:
+            return refused.code, refused.read(65536)
+        except (OSError, http.client.HTTPException):
+            return refused.code, b""
+    except (OSError, ValueError, http.client.HTTPException):
         return None, b""
 
 
@@ -322,11 +336,13 @@ def reload_proven(config: dict, command_runner=run) -> str:
     return f"no new nginx worker within {config['load_timeout_s']} s: the reload did not load"
 
 
-def swap(config: dict, text: str, command_runner=run) -> str:
+def swap(config: dict, text: str, command_runner=run, force: bool = False) -> str:
     """Put ``text`` in place of the include file, proven by nginx -t and a reload.
 
     Returns "" when nginx serves the new file, or what went wrong: then the
     previous file is back (and loaded again when the reload is what failed).
+    A file already on disk is left alone, unless ``force`` (then it is checked
+    and loaded again).
     """
     path = config["include_file"]
     try:
@@ -334,7 +350,7 @@ def swap(config: dict, text: str, command_runner=run) -> str:
             previous = handle.read()
     except FileNotFoundError:
         previous = None
-    if previous == text:
+    if previous == text and not force:
         return ""
     write_atomically(path, text)
     rc, output = command_runner(config["validate_command"])
@@ -387,6 +403,25 @@ def state_from_json(data: dict) -> State:
         return State()
 
 
+def kept_membership(previous: State, new: State) -> State:
+    """Return ``new`` with each node in or out as in ``previous`` (its counts kept).
+
+    For a round whose file nginx did not take: who is out did not change, but
+    the verdicts seen still count towards the next decision.
+    """
+    nodes = {}
+    for name, node in new.nodes.items():
+        before = previous.nodes.get(name, NodeState())
+        nodes[name] = replace(
+            node,
+            out=before.out,
+            removed_at=before.removed_at,
+            returned_at=before.returned_at,
+            return_after_s=before.return_after_s,
+        )
+    return replace(new, nodes=nodes)
+
+
 class Service:
     """One gateway's membership service: its settings, state and last round."""
 
@@ -399,22 +434,45 @@ class Service:
         except (OSError, ValueError):
             self.state = State()
         self.swap_failures = 0
+        # The first round loads its file even when it is already on disk: a
+        # service stopped between a write and its reload left nginx behind.
+        self.loaded = False
 
     def round(self, now: float, verdicts: dict | None = None) -> list[dict]:
-        """Poll, decide, and put the include file in line; return the round's events."""
+        """Poll, decide, and put the include file in line; return the round's events.
+
+        Only the primary servers are judged (backups stay as the inventory has
+        them); servers the inventory marks down count as drained.
+        """
         config = self.config
+        events = []
+        if config["breaker_reset_file"] and os.path.exists(config["breaker_reset_file"]):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(config["breaker_reset_file"])
+            if self.state.breaker_open:
+                self.state = reset_breaker(self.state)
+                events.append({"node": "", "event": "breaker_reset", "why": "by request"})
         if verdicts is None:
             verdicts = poll(config["verdict_urls"], config["poll_timeout_s"])
-        names = [e["host_name"] for e in config["entries"]]
-        verdicts = {n: verdicts.get(n, (UNKNOWN, "no checker")) for n in names}
-        drained = read_drained(config["drain_record"])
-        state, down, events = decide(self.state, verdicts, drained, now, self.rules)
-        problem = swap(config, render(config, down))
+        primaries = [e["host_name"] for e in config["entries"] if not e.get("backup")]
+        verdicts = {n: verdicts.get(n, (UNKNOWN, "no checker")) for n in primaries}
+        drained = read_drained(config["drain_record"]) | {
+            e["host_name"] for e in config["entries"] if e.get("down")
+        }
+        state, down, decided = decide(self.state, verdicts, drained, now, self.rules)
+        try:
+            problem = swap(config, render(config, down), force=not self.loaded)
+        except (ServiceError, OSError) as exc:
+            problem = str(exc)
         if problem:
             self.swap_failures += 1
-            events.append({"node": "", "event": "swap_failed", "why": problem})
-            # Nothing changed in nginx: keep the previous decisions, try again next round.
-            state = self.state
+            # Nothing changed in nginx: the decisions are dropped, and made again next round.
+            wanted = ", ".join(f"{e['event']} {e['node']}" for e in decided) or "no change"
+            events.append({"node": "", "event": "swap_failed", "why": f"{problem} ({wanted})"})
+            state = kept_membership(self.state, state)
+        else:
+            self.loaded = True
+            events += decided
         self.state = state
         write_atomically(config["state_file"], json.dumps(state_to_json(state), indent=2) + "\n")
         if config["metrics_file"]:
@@ -466,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for event in service.round(time.time()):
                 print(f"{event['event']}: {event['node']} {event['why']}".strip(), flush=True)
-        except ServiceError as exc:
+        except Exception as exc:  # the service goes on; nginx keeps the last good file
             print(f"round failed: {exc}", file=sys.stderr, flush=True)
         time.sleep(max(0.0, config["poll_interval_s"] - (time.monotonic() - started)))
 

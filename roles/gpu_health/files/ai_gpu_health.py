@@ -30,6 +30,7 @@ nvidia-smi reports them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -46,6 +47,8 @@ import nvidia_smi
 
 REMOVE = "remove"
 ALERT = "alert"
+#: How long an alert-tier XID stays listed in the verdict.
+ALERT_FOR_S = 600
 
 # NVIDIA's XID catalogue (docs.nvidia.com/deploy/xid-errors), tiered by the
 # catalogue's immediate action: RESET_GPU, RESTART_BM, RESTART_VM,
@@ -142,7 +145,7 @@ def gpu_address(pci_bus_id: str) -> str:
     return f"{domain}:{bus}:{device.split('.', 1)[0]}"
 
 
-def xid_tier(xid: int, text: str = "") -> tuple[str, str]:
+def xid_tier(xid: int, text: str = "", unknown: str = ALERT) -> tuple[str, str]:
     """(tier, meaning) of one XID: REMOVE or ALERT, and what NVIDIA's catalogue calls it."""
     if xid == XID_RECOVERY_ACTION:
         match = _RECOVERY_TO.search(text)
@@ -150,17 +153,17 @@ def xid_tier(xid: int, text: str = "") -> tuple[str, str]:
             return REMOVE, "GPU recovery action changed (to an action not understood)"
         value, label = int(match.group(1), 16), (match.group(2) or match.group(1)).strip()
         return (ALERT if value == 0 else REMOVE), f"GPU recovery action changed to {label}"
-    return XID_TIERS.get(xid, (ALERT, "not in the XID catalogue's removal list"))
+    return XID_TIERS.get(xid, (unknown, "not in the checker's XID table"))
 
 
-def parse_xid(message: str) -> dict | None:
+def parse_xid(message: str, unknown: str = ALERT) -> dict | None:
     """Return the XID in one kernel log message, or None: ``{pci, xid, text, tier, meaning}``."""
     match = _XID_LINE.search(message.strip())
     if not match:
         return None
     xid = int(match.group("xid"))
     text = match.group("text").strip()
-    tier, meaning = xid_tier(xid, text)
+    tier, meaning = xid_tier(xid, text, unknown)
     pci = gpu_address(match.group("pci"))
     return {"pci": pci, "xid": xid, "text": text, "tier": tier, "meaning": meaning}
 
@@ -181,25 +184,27 @@ def boot_time(uptime_text: str, now: float) -> float:
 class KernelLog:
     """New XID records of the kernel log since the last read, each once.
 
-    ``/dev/kmsg`` (or any character device) is read as kmsg records from the
-    oldest still in the ring buffer; a regular file (the lab's, a test's) as
-    lines appended since the last read, from its start when it shrank.
+    ``/dev/kmsg`` (or any character device) is read as kmsg records, one per
+    read, from the oldest still in the ring buffer: each XID is timed from the
+    boot and keyed by its sequence number, the same across restarts. A regular
+    file (the lab's, a test's) is read as the lines appended since the last
+    read; ``position`` (inode, offset, generation) is kept by the caller across
+    restarts, and the file is read from its start again when it was replaced
+    or truncated (a new generation, so that its keys are new).
     """
 
-    def __init__(self, path: str, uptime_path: str = "/proc/uptime"):
+    def __init__(self, path: str, uptime_path="/proc/uptime", position=None, unknown=ALERT):
         """Open nothing yet: the first read opens the log."""
-        self.path, self.uptime_path = path, uptime_path
+        self.path, self.uptime_path, self.unknown = path, uptime_path, unknown
         self.handle = None
-        self.offset = 0
-        self.inode = None
         self.device = False
+        self.position = dict(position or {"inode": None, "offset": 0, "generation": 0})
 
     def read(self, now: float) -> list[dict]:
         """Return the XIDs logged since the last call, each with ``at`` (unix time) and ``key``."""
-        if self.handle is None:
-            self.device = os.path.exists(self.path) and not os.path.isfile(self.path)
-            if self.device:
-                self.handle = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        if self.handle is None and os.path.exists(self.path) and not os.path.isfile(self.path):
+            self.device = True
+            self.handle = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         return self._read_device(now) if self.device else self._read_file(now)
 
     def _read_device(self, now: float) -> list[dict]:
@@ -219,11 +224,12 @@ class KernelLog:
                 continue
             if not chunk:
                 break
+            # One record per read; its continuation lines (" KEY=value") follow it.
             record = parse_kmsg_record(chunk.decode("utf-8", "replace").split("\n", 1)[0])
             if record is None:
                 continue
             sequence, since_boot, message = record
-            xid = parse_xid(message)
+            xid = parse_xid(message, self.unknown)
             if xid:
                 found.append({**xid, "at": booted + since_boot, "key": f"kmsg:{sequence}"})
         return found
@@ -233,30 +239,35 @@ class KernelLog:
             stat = os.stat(self.path)
         except OSError:
             return []
-        if stat.st_ino != self.inode or stat.st_size < self.offset:
-            self.inode, self.offset = stat.st_ino, 0
+        where = self.position
+        if stat.st_ino != where["inode"] or stat.st_size < where["offset"]:
+            generation = where["generation"] + (where["inode"] is not None)
+            self.position = where = {"inode": stat.st_ino, "offset": 0, "generation": generation}
         found = []
         with open(self.path, encoding="utf-8", errors="replace") as handle:
-            handle.seek(self.offset)
+            handle.seek(where["offset"])
             while True:
                 start = handle.tell()
                 line = handle.readline()
                 if not line.endswith("\n"):
                     break  # nothing more, or a line still being written
-                self.offset = handle.tell()
+                where["offset"] = handle.tell()
                 record = parse_kmsg_record(line.rstrip("\n"))
-                message = record[2] if record else line
-                xid = parse_xid(message)
+                xid = parse_xid(record[2] if record else line, self.unknown)
                 if xid:
-                    found.append({**xid, "at": now, "key": f"file:{self.inode}:{start}"})
+                    key = f"file:{where['inode']}:{where['generation']}:{start}"
+                    found.append({**xid, "at": now, "key": key})
         return found
 
 
-def smi_findings(rc: int | None, output: str, expected_gpus: int) -> tuple[list, list, list]:
-    """(causes, alerts, gpus) from one run of nvidia-smi's health query.
+def smi_findings(
+    rc: int | None, stdout: str, stderr: str, expected_gpus: int
+) -> tuple[list, list, list]:
+    """Return (causes, alerts, gpus) from one run of nvidia-smi's health query.
 
     ``rc`` None: nvidia-smi did not answer in time (a GPU that has fallen off
-    the bus often hangs it).
+    the bus often hangs it). Only the standard output is the answer; a failing
+    nvidia-smi's message may be on either.
     """
     if rc is None:
         return [cause("nvidia_smi", REMOVE, "nvidia-smi did not answer in time")], [], []
@@ -265,15 +276,18 @@ def smi_findings(rc: int | None, output: str, expected_gpus: int) -> tuple[list,
     if rc != 0:
         tier, meaning = SMI_EXIT.get(rc, (ALERT, "an exit code nvidia-smi does not document"))
         detail = f"nvidia-smi exited {rc}: {meaning}"
-        message = nvidia_smi.first_line(output)
+        message = nvidia_smi.first_line(stdout) or nvidia_smi.first_line(stderr)
         if message:
             detail += f" ({message})"
         found = [cause("nvidia_smi", tier, detail, code=rc)]
         return (found, [], []) if tier == REMOVE else ([], found, [])
     try:
-        gpus = nvidia_smi.parse_health_query(output)
+        gpus = nvidia_smi.parse_health_query(stdout)
     except nvidia_smi.NvidiaSmiParseError as exc:
-        return [], [cause("nvidia_smi", ALERT, f"nvidia-smi's answer not understood: {exc}")], []
+        # GPUs that cannot be counted cannot be vouched for when some are expected.
+        tier = REMOVE if expected_gpus else ALERT
+        found = [cause("nvidia_smi", tier, f"nvidia-smi's answer not understood: {exc}")]
+        return (found, [], []) if tier == REMOVE else ([], found, [])
     causes, alerts = [], []
     if expected_gpus and len(gpus) < expected_gpus:
         causes.append(
@@ -281,6 +295,9 @@ def smi_findings(rc: int | None, output: str, expected_gpus: int) -> tuple[list,
         )
     for gpu in gpus:
         where = gpu_address(gpu["pci_bus_id"])
+        if gpu["errors"]:
+            detail = "nvidia-smi reports " + ", ".join(gpu["errors"])
+            causes.append(cause("nvidia_smi", REMOVE, detail, gpu=where))
         if gpu["ecc_uncorrected_volatile"]:
             causes.append(
                 cause(
@@ -349,7 +366,7 @@ def verdict(  # noqa: PLR0913 (every input of the verdict, named)
     standing = [x for x in xids if x["at"] > acknowledged_at]
     causes = [xid_cause(x) for x in standing if x["tier"] == REMOVE] + smi[0] + remap[0]
     alerts = (
-        [xid_cause(x) for x in standing if x["tier"] == ALERT and now - x["at"] <= 600]
+        [xid_cause(x) for x in standing if x["tier"] == ALERT and now - x["at"] <= ALERT_FOR_S]
         + smi[1]
         + remap[1]
     )
@@ -371,6 +388,10 @@ def _label(value) -> str:
 def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float) -> str:
     """Render the verdict as node-exporter textfile metrics (Prometheus text format)."""
     lines = []
+    counted: dict[tuple, int] = {}
+    for c in result["causes"] + result["alerts"]:
+        labels = (("kind", c["kind"]), ("tier", c["tier"]), ("gpu", c.get("gpu", "")))
+        counted[labels] = counted.get(labels, 0) + 1
 
     def family(name: str, kind: str, text: str, samples: list[tuple[dict, float]]):
         lines.append(f"# HELP {name} {text}")
@@ -388,11 +409,8 @@ def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float)
     family(
         "ai_gpu_health_cause",
         "gauge",
-        "1 for each standing reason to remove the node (tier remove) or to alert (tier alert).",
-        [
-            ({"kind": c["kind"], "tier": c["tier"], "gpu": c.get("gpu", "")}, 1)
-            for c in result["causes"] + result["alerts"]
-        ],
+        "Standing reasons to remove the node (tier remove) or to alert (tier alert), counted.",
+        [(dict(labels), n) for labels, n in sorted(counted.items())],
     )
     family(
         "ai_gpu_health_xid_errors_total",
@@ -437,12 +455,17 @@ def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float)
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (OSError if it cannot)."""
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def read_acknowledged(path: str) -> float:
@@ -454,60 +477,170 @@ def read_acknowledged(path: str) -> float:
         return 0.0
 
 
-def run_smi(command: list[str], timeout: float) -> tuple[int | None, str]:
-    """(exit code, output) of nvidia-smi; exit code None when it did not answer in time."""
+def run_smi(command: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """Return (exit code, stdout, stderr) of nvidia-smi; exit code None when it did not answer.
+
+    A process stuck in the kernel (a GPU off the bus) may not even die when
+    killed: it is left behind rather than waited for.
+    """
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return None, ""
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     except OSError:
-        return 127, ""
-    return done.returncode, done.stdout + done.stderr
+        return 127, "", ""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return None, "", ""
+    return process.returncode, stdout, stderr
+
+
+class SmiRunner:
+    """Runs nvidia-smi in a thread of its own, so that a hung one never stops the checks."""
+
+    def __init__(self, command: list[str], timeout: float):
+        """Nothing runs until ``start``."""
+        self.command, self.timeout = command, timeout
+        self.lock = threading.Lock()
+        self.running_since: float | None = None
+        self.answer: tuple[int | None, str, str] | None = None
+
+    def start(self, now: float) -> None:
+        """Start a run unless one is still going."""
+        with self.lock:
+            if self.running_since is not None:
+                return
+            self.running_since = now
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        answer = run_smi(self.command, self.timeout)
+        with self.lock:
+            self.answer, self.running_since = answer, None
+
+    def take(self, now: float) -> tuple[int | None, str, str] | None:
+        """Return the last finished answer once (None when nothing new).
+
+        A run still going after its timeout (twice, to leave the kill time)
+        answers "did not answer in time" meanwhile.
+        """
+        with self.lock:
+            if self.running_since is not None and now - self.running_since > 2 * self.timeout:
+                return None, "", ""
+            answer, self.answer = self.answer, None
+            return answer
 
 
 class Checker:
-    """The checks, their state between rounds, and the last verdict."""
+    """The checks, their state between rounds (kept in the state file), and the last verdict."""
 
     def __init__(self, options: argparse.Namespace):
-        """Nothing is read until the first round."""
+        """Start from the state file when there is one; nothing else is read yet."""
         self.options = options
-        self.log = KernelLog(options.kernel_log)
-        self.xids: dict[str, dict] = {}
+        saved = self._load_state(options.state_file)
+        self.log = KernelLog(
+            options.kernel_log, position=saved.get("log"), unknown=options.unknown_xid_tier
+        )
+        self.xids: dict[str, dict] = {x["key"]: x for x in saved.get("xids", [])}
+        self.remap: tuple[list, list] = tuple(saved.get("remap", ([], [])))
         self.xid_counts: dict[tuple, int] = {}
         self.smi: tuple[list, list, list] = ([], [], [])
         self.smi_rc: int | None = 0
-        self.remap: tuple[list, list] = ([], [])
+        self.smi_runner = SmiRunner(
+            [options.nvidia_smi, *nvidia_smi.HEALTH_ARGS], options.smi_timeout
+        )
+        self.remap_runner = SmiRunner(
+            [options.nvidia_smi, *nvidia_smi.REMAP_ARGS], options.smi_timeout
+        )
         self.smi_at = self.remap_at = float("-inf")
         self.lock = threading.Lock()
         self.result: dict = {}
+        self.problems: set[str] = set()
+
+    @staticmethod
+    def _load_state(path: str) -> dict:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            return saved if isinstance(saved, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _note(self, key: str, message: str) -> None:
+        """Log a problem of the checker itself once, until it goes away (``_clear``)."""
+        if key not in self.problems:
+            self.problems.add(key)
+            print(message, file=sys.stderr, flush=True)
+
+    def _clear(self, key: str) -> None:
+        self.problems.discard(key)
+
+    def _write(self, path: str, text: str) -> None:
+        try:
+            write_atomically(path, text)
+            self._clear(path)
+        except OSError as exc:
+            self._note(path, f"cannot write {path}: {exc}")
+
+    def prime(self) -> None:
+        """Start the first runs of nvidia-smi and wait for them (at most their timeouts)."""
+        now = time.monotonic()
+        self.smi_at = self.remap_at = now
+        self.smi_runner.start(now)
+        self.remap_runner.start(now)
+        deadline = now + 2 * self.options.smi_timeout + 1
+        while time.monotonic() < deadline and (
+            self.smi_runner.running_since is not None or self.remap_runner.running_since is not None
+        ):
+            time.sleep(0.02)
 
     def round(self, now: float) -> dict:
-        """One round of checks; returns (and keeps) the verdict."""
+        """Run one round of checks; return (and keep) the verdict.
+
+        ``now`` is the wall clock (what verdicts and acknowledgements are in);
+        the runs of nvidia-smi are scheduled on the monotonic clock.
+        """
         started = time.monotonic()
         options = self.options
-        for xid in self.log.read(now):
+        acknowledged_at = read_acknowledged(options.ack_file)
+        try:
+            new = self.log.read(now)
+            self._clear("kernel log")
+        except OSError as exc:
+            new = []
+            self._note("kernel log", f"kernel log {options.kernel_log} cannot be read: {exc}")
+        for xid in new:
             if xid["key"] not in self.xids:
                 self.xids[xid["key"]] = xid
                 count_key = (str(xid["xid"]), xid["tier"], xid["pci"])
                 self.xid_counts[count_key] = self.xid_counts.get(count_key, 0) + 1
-        if now - self.smi_at >= options.smi_interval:
-            self.smi_at = now
-            command = [options.nvidia_smi, *nvidia_smi.HEALTH_ARGS]
-            self.smi_rc, output = run_smi(command, options.smi_timeout)
-            self.smi = smi_findings(self.smi_rc, output, options.expected_gpus)
-        if now - self.remap_at >= options.remap_interval and self.smi_rc == 0:
-            self.remap_at = now
-            command = [options.nvidia_smi, *nvidia_smi.REMAP_ARGS]
-            rc, output = run_smi(command, options.smi_timeout)
-            try:
-                rows = nvidia_smi.parse_remapped_rows(output) if rc == 0 else {}
-                self.remap = remap_findings(rows)
-            except nvidia_smi.NvidiaSmiParseError:
-                self.remap = ([], [])
+        # Forget what no longer counts: acknowledged faults, alerts past their ten minutes.
+        self.xids = {
+            key: x
+            for key, x in self.xids.items()
+            if x["at"] > acknowledged_at and (x["tier"] == REMOVE or now - x["at"] <= ALERT_FOR_S)
+        }
+        if started - self.smi_at >= options.smi_interval:
+            self.smi_at = started
+            self.smi_runner.start(started)
+        answer = self.smi_runner.take(time.monotonic())
+        if answer is not None:
+            self.smi_rc = answer[0]
+            self.smi = smi_findings(*answer, options.expected_gpus)
+        if started - self.remap_at >= options.remap_interval and self.smi_rc == 0:
+            self.remap_at = started
+            self.remap_runner.start(started)
+        rc, stdout, _ = self.remap_runner.take(time.monotonic()) or (None, "", "")
+        with contextlib.suppress(nvidia_smi.NvidiaSmiParseError):
+            # A run that fails keeps the last findings: a remap failure does not clear.
+            if rc == 0:
+                self.remap = remap_findings(nvidia_smi.parse_remapped_rows(stdout))
         result = verdict(
             options.node,
             xids=list(self.xids.values()),
-            acknowledged_at=read_acknowledged(options.ack_file),
+            acknowledged_at=acknowledged_at,
             smi=self.smi,
             remap=self.remap,
             expected_gpus=options.expected_gpus,
@@ -515,7 +648,14 @@ class Checker:
         )
         if options.textfile_dir:
             text = metrics(result, self.xid_counts, self.smi_rc, time.monotonic() - started)
-            write_atomically(os.path.join(options.textfile_dir, "ai_gpu_health.prom"), text)
+            self._write(os.path.join(options.textfile_dir, "ai_gpu_health.prom"), text)
+        if options.state_file:
+            state = {
+                "log": self.log.position,
+                "xids": list(self.xids.values()),
+                "remap": self.remap,
+            }
+            self._write(options.state_file, json.dumps(state) + "\n")
         with self.lock:
             changed = self.result.get("causes") != result["causes"]
             self.result = result
@@ -525,10 +665,27 @@ class Checker:
             print(f"{state}: {reasons}", file=sys.stderr, flush=True)
         return result
 
-    def current(self) -> dict:
-        """Return the last verdict."""
+    def current(self, now: float) -> dict:
+        """Return the last verdict; unhealthy when the checks stopped running (stale)."""
         with self.lock:
-            return dict(self.result)
+            result = dict(self.result)
+        stale_after = 3 * max(self.options.interval, self.options.smi_interval)
+        if not result or now - result["checked_at"] > stale_after:
+            checked = result.get("checked_at", 0)
+            stale = cause("checker", REMOVE, f"no check since {checked} (stale verdict)")
+            result = {**result, "healthy": False, "causes": [*result.get("causes", []), stale]}
+        return result
+
+
+class VerdictServer(ThreadingHTTPServer):
+    """The verdict's HTTP server (IPv4 or, for an IPv6 address, IPv6)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str, port: int, handler):
+        """Listen on ``address``:``port``."""
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        super().__init__((address, port), handler)
 
 
 def serve(checker: Checker, address: str, port: int) -> ThreadingHTTPServer:
@@ -539,7 +696,7 @@ def serve(checker: Checker, address: str, port: int) -> ThreadingHTTPServer:
             if self.path.split("?", 1)[0] not in ("/verdict", "/"):
                 self.send_error(404, "GET /verdict")
                 return
-            result = checker.current()
+            result = checker.current(time.time())
             body = (json.dumps(result, sort_keys=True) + "\n").encode()
             self.send_response(200 if result.get("healthy") else 503)
             self.send_header("Content-Type", "application/json")
@@ -551,10 +708,7 @@ def serve(checker: Checker, address: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, *args):
             """Log nothing: every gateway polls every few seconds."""
 
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    ThreadingHTTPServer.address_family = family
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
+    server = VerdictServer(address, port, Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -571,6 +725,13 @@ def options_from(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nvidia-smi", default="nvidia-smi")
     parser.add_argument("--kernel-log", default="/dev/kmsg")
     parser.add_argument("--ack-file", default="/var/lib/ai-gpu-health/acknowledged.json")
+    parser.add_argument("--state-file", default="/var/lib/ai-gpu-health/state.json")
+    parser.add_argument(
+        "--unknown-xid-tier",
+        choices=(ALERT, REMOVE),
+        default=ALERT,
+        help="tier of an XID the checker's table does not list",
+    )
     parser.add_argument("--textfile-dir", default="", help="node-exporter's textfile folder")
     parser.add_argument("--listen", default="0.0.0.0", help="address of the verdict's server")
     parser.add_argument("--port", type=int, default=9402)
@@ -587,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     """Check once (--once) or forever."""
     options = options_from(sys.argv[1:] if argv is None else argv)
     checker = Checker(options)
+    # No verdict before nvidia-smi has answered once (or failed to, in its time).
+    checker.prime()
     if options.once:
         result = checker.round(time.time())
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -595,7 +758,10 @@ def main(argv: list[str] | None = None) -> int:
     serve(checker, options.listen, options.port)
     while True:
         started = time.monotonic()
-        checker.round(time.time())
+        try:
+            checker.round(time.time())
+        except Exception as exc:  # the checker goes on; a verdict that stops renewing turns stale
+            print(f"check failed: {exc!r}", file=sys.stderr, flush=True)
         time.sleep(max(0.0, options.interval - (time.monotonic() - started)))
 
 
