@@ -147,6 +147,25 @@ def _count(raw: str) -> int | None:
         raise NvidiaSmiParseError(f"not a count: {raw!r}") from exc
 
 
+def _rows(text: str, fields: tuple) -> list[tuple[int, str, dict]]:
+    """Return ``(line number, line, {field: value})`` of each line of a CSV answer.
+
+    Every line must have exactly one value per field (no field of these
+    queries holds a comma).
+    """
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(fields):
+            raise NvidiaSmiParseError(
+                f"line {lineno}: {len(parts)} values, expected {len(fields)}: {line!r}"
+            )
+        rows.append((lineno, line, dict(zip(fields, parts))))
+    return rows
+
+
 #: Bracketed values that only say a field does not apply; any other (``[GPU requires
 #: reset]``, ``[GPU is lost]``, ``[Unknown Error]``) says the GPU is in trouble.
 _NOT_APPLICABLE = {"[N/A]", "N/A", "[Not Supported]", "[Insufficient Permissions]"}
@@ -161,21 +180,13 @@ def parse_health_query(text: str) -> list[dict]:
     GPU's ``errors`` (``"<field>: [GPU requires reset]"``).
     """
     gpus = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != len(HEALTH_FIELDS):
-            raise NvidiaSmiParseError(
-                f"line {lineno}: {len(parts)} values, expected {len(HEALTH_FIELDS)}: {line!r}"
-            )
-        raw = dict(zip(HEALTH_FIELDS, parts))
+    for lineno, line, answered in _rows(text, HEALTH_FIELDS):
         errors = [
             f"{name}: {value}"
-            for name, value in raw.items()
+            for name, value in answered.items()
             if value.startswith("[") and value not in _NOT_APPLICABLE
         ]
-        raw = {name: "[N/A]" if value.startswith("[") else value for name, value in raw.items()}
+        raw = {k: "[N/A]" if v.startswith("[") else v for k, v in answered.items()}
         try:
             index = int(raw["index"])
         except ValueError as exc:
@@ -200,15 +211,7 @@ def parse_remapped_rows(text: str) -> dict[str, dict]:
     GPUs without row remapping (before Ampere) print nothing, or ``[N/A]``.
     """
     found = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != len(REMAP_FIELDS):
-            raise NvidiaSmiParseError(
-                f"line {lineno}: {len(parts)} values, expected {len(REMAP_FIELDS)}: {line!r}"
-            )
-        raw = dict(zip(REMAP_FIELDS, parts))
+    for _, _, raw in _rows(text, REMAP_FIELDS):
         found[raw["gpu_bus_id"]] = {
             "pending": _yes(raw["remapped_rows.pending"]),
             "failure": _yes(raw["remapped_rows.failure"]),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils.parsing.convert_bool import boolean
+from nginx_harness import NGINX, needs_nginx, scratch_conf
 from plugin_loader import ROOT, load_module
 
 # Installed beside the service on a gateway; here from where the repository keeps them.
@@ -358,22 +358,7 @@ def test_a_fallback_boolean_agrees_with_ansible_s():
 
 # --- rounds against a real nginx -------------------------------------------------------------
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.isfile(p)), None
-)
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
-NGINX_CONF = """\
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+UPSTREAM_HTTP = """\
     upstream ai_inference_service {{
         include {d}/servers.conf;
     }}
@@ -381,7 +366,6 @@ http {{
         listen 127.0.0.1:{port};
         location / {{ proxy_pass http://ai_inference_service; }}
     }}
-}}
 """
 
 
@@ -392,7 +376,7 @@ def nginx(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=tmp_path, port=port))
+    conf.write_text(scratch_conf(tmp_path, UPSTREAM_HTTP.format(d=tmp_path, port=port)))
     config = settings(
         tmp_path,
         validate_command=[NGINX, "-t", "-q", "-c", str(conf), "-p", f"{tmp_path}/"],

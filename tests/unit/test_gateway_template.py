@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nginx_harness import NGINX
 from plugin_loader import ROOT, ansible_env, load_plugin
 
 ROLE = ROOT / "roles" / "ai_gateway"
@@ -53,14 +54,6 @@ CIPHERS = [
 upstream = load_plugin("filter", "ai_upstream")
 
 
-def _nginx_binary():
-    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-NGINX = _nginx_binary()
 OPENSSL = shutil.which("openssl")
 # Runs ansible-playbook and nginx: left out of `make check`.
 pytestmark = [

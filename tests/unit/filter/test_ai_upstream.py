@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from nginx_harness import NGINX, needs_nginx, scratch_conf
 from plugin_loader import load_plugin
 
 ai_upstream = load_plugin("filter", "ai_upstream")
@@ -910,42 +911,13 @@ def test_conf_rejects_no_usable_server():
 # --- real nginx -t on a gateway configuration around the include file ---------------
 
 
-def _nginx_binary():
-    for candidate in (
-        shutil.which("nginx"),
-        "/usr/sbin/nginx",
-        "/usr/local/sbin/nginx",
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-NGINX = _nginx_binary()
-needs_nginx = pytest.mark.skipif(
-    NGINX is None,
-    reason="nginx is not installed; install it to run the nginx -t checks",
-)
-
-
 def _nginx_version(binary):
     result = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
     found = re.search(r"nginx/([0-9]+)\.([0-9]+)\.([0-9]+)", result.stderr + result.stdout)
     return tuple(int(part) for part in found.groups()) if found else (0, 0, 0)
 
 
-GATEWAY_CONF = """\
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+GATEWAY_HTTP = """\
     limit_req_zone $binary_remote_addr zone=ai_per_ip:1m rate=50r/s;
     upstream ai_inference_service {{
         least_conn;
@@ -966,7 +938,6 @@ http {{
             proxy_next_upstream_tries 2;
         }}
     }}
-}}
 """
 
 
@@ -980,7 +951,7 @@ def nginx_check():
     def check(include_text):
         (workdir / "ai_inference_service.servers.local.conf").write_text(include_text)
         config = workdir / "nginx.conf"
-        config.write_text(GATEWAY_CONF.format(d=workdir))
+        config.write_text(scratch_conf(workdir, GATEWAY_HTTP.format(d=workdir)))
         command = [NGINX, "-t", "-c", str(config), "-p", f"{workdir}/"]
         if _nginx_version(NGINX) >= (1, 19, 5):
             command += ["-e", str(workdir / "error.log")]
@@ -1095,20 +1066,17 @@ def test_disabling_twice_changes_nothing():
     assert include_disabled(include_disabled("")) == include_disabled("")
 
 
+@needs_nginx
 def test_a_disabled_include_is_accepted_by_nginx_in_an_upstream(tmp_path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        pytest.skip("nginx is not installed")
-    (tmp_path / "logs").mkdir()
     (tmp_path / "a.servers.conf").write_text("server 127.0.0.1:9 max_fails=3;\n")
     (tmp_path / "b.servers.conf").write_text(include_disabled(GUIDE_SIBLING))
-    (tmp_path / "nginx.conf").write_text(
-        "pid nginx.pid; error_log stderr; events {}\n"
-        "http { upstream u { least_conn; include " + str(tmp_path) + "/*.servers.conf; }\n"
-        "server { listen 127.0.0.1:1; location / { proxy_pass http://u; } } }\n"
+    upstream = (
+        "    upstream u { least_conn; include " + str(tmp_path) + "/*.servers.conf; }\n"
+        "    server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }\n"
     )
+    (tmp_path / "nginx.conf").write_text(scratch_conf(tmp_path, upstream))
     checked = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
         capture_output=True,
         text=True,
         check=False,

@@ -9,7 +9,6 @@ a request in flight.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PLUGINS, load, run_main
+from nginx_harness import NGINX, needs_nginx, scratch_conf
 
 # Runs ansible, ansible-playbook or nginx: left out of `make check`.
 pytestmark = pytest.mark.playbook
@@ -108,35 +108,13 @@ def test_stale_files_are_those_modified_after_the_last_load(tmp_path):
 # --- the module against a real nginx ------------------------------------------------
 
 
-def _nginx_binary():
-    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-NGINX = _nginx_binary()
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
-
 CONF = """\
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{port};
         location /slow {{ proxy_pass http://127.0.0.1:{backend}; }}
         location / {{ return 200 "{body}"; }}
     }}
-{extra}}}
-"""
+{extra}"""
 
 
 def free_port() -> int:
@@ -170,8 +148,9 @@ def nginx(tmp_path):
 
     def write(body="one", extra=""):
         conf.write_text(
-            CONF.format(
-                d=tmp_path, port=port, backend=backend.server_address[1], body=body, extra=extra
+            scratch_conf(
+                tmp_path,
+                CONF.format(port=port, backend=backend.server_address[1], body=body, extra=extra),
             )
         )
 
