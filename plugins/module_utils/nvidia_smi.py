@@ -81,14 +81,15 @@ def _value(raw: str) -> str | None:
     return None if raw in _NOT_AVAILABLE or raw == "" else raw
 
 
-def _mib(raw: str) -> int | None:
+def _number(raw: str, what: str = "a number") -> int | None:
+    """Return a whole number nvidia-smi printed (None when it cannot report one)."""
     value = _value(raw)
     if value is None:
         return None
     try:
         return int(float(value))
     except ValueError as exc:
-        raise NvidiaSmiParseError(f"not a number of MiB: {raw!r}") from exc
+        raise NvidiaSmiParseError(f"not {what}: {raw!r}") from exc
 
 
 def parse_query(text: str) -> list[dict]:
@@ -122,8 +123,8 @@ def parse_query(text: str) -> list[dict]:
                 "name": raw["name"],
                 "uuid": raw["uuid"],
                 "pci_bus_id": raw["pci.bus_id"],
-                "memory_total_mib": _mib(raw["memory.total"]),
-                "memory_used_mib": _mib(raw["memory.used"]),
+                "memory_total_mib": _number(raw["memory.total"], "a number of MiB"),
+                "memory_used_mib": _number(raw["memory.used"], "a number of MiB"),
                 "driver_version": _value(raw["driver_version"]),
                 "mig_mode": mig,
                 "mig_enabled": mig == "Enabled",
@@ -135,16 +136,6 @@ def parse_query(text: str) -> list[dict]:
 def _yes(raw: str) -> bool | None:
     value = _value(raw)
     return None if value is None else value.lower() in ("yes", "1", "true")
-
-
-def _count(raw: str) -> int | None:
-    value = _value(raw)
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError as exc:
-        raise NvidiaSmiParseError(f"not a count: {raw!r}") from exc
 
 
 def _rows(text: str, fields: tuple) -> list[tuple[int, str, dict]]:
@@ -197,8 +188,8 @@ def parse_health_query(text: str) -> list[dict]:
                 "uuid": raw["uuid"],
                 "pci_bus_id": raw["pci.bus_id"],
                 "retired_pages_pending": _yes(raw["retired_pages.pending"]),
-                "ecc_uncorrected_volatile": _count(raw["ecc.errors.uncorrected.volatile.total"]),
-                "temperature_c": _count(raw["temperature.gpu"]),
+                "ecc_uncorrected_volatile": _number(raw["ecc.errors.uncorrected.volatile.total"]),
+                "temperature_c": _number(raw["temperature.gpu"]),
                 "errors": errors,
             }
         )
