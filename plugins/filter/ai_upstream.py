@@ -7,7 +7,7 @@ Four filters, documented in the adjacent ``ai_upstream_servers.yml``,
 ``ai_upstream_servers(hosts, hostvars, defaults=None)``
     Turns the GPU node hosts and their variables into a list of server entries.
 
-``ai_upstream_conf(entries, header=None, allow_loopback=False)``
+``ai_upstream_conf(entries, header=None, allow_loopback=False, down=None)``
     Turns server entries into the text of the include file, one ``server`` line
     per node.
 
@@ -608,8 +608,31 @@ def header_lines(header):
     return [f"# {line}".rstrip() for line in header.splitlines()]
 
 
-def render_conf(entries, header, allow_loopback=False):
-    """Validate the entries and return the include file text."""
+def mark_down(entries, down):
+    """Return the entries with the hosts named in ``down`` marked down (others unchanged)."""
+    if down is None:
+        return entries
+    if isinstance(down, str) or not is_list(down) or not all(isinstance(n, str) for n in down):
+        raise UpstreamError(f"down must be a list of host names, got {down!r}")
+    names = set(down)
+    if not is_list(entries) or not names:
+        return entries
+    return [
+        {**entry, "down": True}
+        if isinstance(entry, Mapping) and entry.get("host_name") in names
+        else entry
+        for entry in entries
+    ]
+
+
+def render_conf(entries, header, allow_loopback=False, down=None):
+    """Validate the entries and return the include file text.
+
+    ``down`` names hosts to mark down besides the entries' own ``down`` (the
+    nodes a gateway's membership service holds out); names without an entry
+    are ignored.
+    """
+    entries = mark_down(entries, down)
     try:
         allow_loopback = boolean(allow_loopback, strict=True)
     except TypeError:
@@ -633,7 +656,7 @@ def render_conf(entries, header, allow_loopback=False):
     return "\n".join(lines) + "\n"
 
 
-def ai_upstream_conf(entries, header=None, allow_loopback=False):
+def ai_upstream_conf(entries, header=None, allow_loopback=False, down=None):
     """Return the text of the nginx upstream include file for ``entries``.
 
     A comment header (``DEFAULT_HEADER`` unless ``header`` is given; ``''`` for
@@ -642,7 +665,7 @@ def ai_upstream_conf(entries, header=None, allow_loopback=False):
     refused unless ``allow_loopback``, as ``ai_upstream_servers`` does.
     """
     try:
-        return render_conf(entries, header, allow_loopback)
+        return render_conf(entries, header, allow_loopback, down)
     except UpstreamError as e:
         raise AnsibleFilterError(f"ai_upstream_conf: {e}") from None
 

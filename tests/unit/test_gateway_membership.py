@@ -238,6 +238,7 @@ def settings(folder, **changes) -> dict:
         "load_timeout_s": 5,
         "rules": {"remove_after": 2, "return_after_s": 60},
         "breaker_reset_file": str(folder / "reset-breaker"),
+        "loaded_stamp": str(folder / "loaded"),
     }
     return {**config, **changes}
 
@@ -317,6 +318,22 @@ def test_the_include_file_is_the_role_s_rendering_and_never_empty(tmp_path):
     )
     with pytest.raises(membership.ServiceError, match="no usable server"):
         membership.render(config, ["gpu-1", "gpu-2", "gpu-3", "gpu-4"])
+
+
+def test_the_service_and_the_role_s_filter_write_the_same_bytes(tmp_path):
+    # The role renders the file with ai_upstream_conf(down=<held out>) and the
+    # default header (null in the settings): a play run and the service agree.
+    config, _ = membership.load_config(json.dumps(settings(tmp_path, header=None)), "m.json")
+    from_role = membership.ai_upstream.ai_upstream_conf(
+        config["entries"], allow_loopback=True, down=["gpu-2", "gone-from-inventory"]
+    )
+    assert membership.render(config, ["gpu-2"]) == from_role
+    assert [line.endswith(" down;") for line in from_role.splitlines() if line[0] != "#"] == [
+        False,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_the_drain_record_is_read_and_a_bad_one_named(tmp_path):
@@ -419,6 +436,12 @@ def test_a_round_holds_an_unhealthy_node_out_and_proves_the_reload(nginx):
     ]
     after = {w["pid"] for w in membership.nginx_proc.generations(master)[0]}
     assert after - before, "nginx started no new worker: the new file is not loaded"
+    # The role's nginx_reload reads the stamp: no reload owed after a proven one.
+    stamp = Path(config["loaded_stamp"])
+    assert stamp.stat().st_mtime >= Path(config["include_file"]).stat().st_mtime
+    loaded_at = stamp.stat().st_mtime_ns
+    assert service.round(104.0, verdicts) == []
+    assert stamp.stat().st_mtime_ns == loaded_at, "a round that changed nothing touched the stamp"
     kept = json.loads(Path(config["state_file"]).read_text())
     assert kept["held_out"] == ["gpu-3"] and kept["breaker_open"] is False
     metrics = Path(config["metrics_file"]).read_text()

@@ -189,7 +189,8 @@ def reset_breaker(state: State) -> State:
 #: The settings file's keys (written by the ai_gateway role) and their types.
 CONFIG_KEYS = {
     "include_file": str,
-    "header": str,
+    # null: the renderer's default header (what the role's own file has).
+    "header": (str, type(None)),
     "allow_loopback": bool,
     "entries": list,
     "verdict_urls": dict,
@@ -205,6 +206,18 @@ CONFIG_KEYS = {
     "rules": dict,
     # Its presence closes the breaker at the next round (then it is removed).
     "breaker_reset_file": str,
+    # Touched after each proven reload ("": none): the role's nginx_reload module
+    # reloads when a file of the gateway is newer than this stamp.
+    "loaded_stamp": str,
+}
+
+
+#: How a settings error names the expected type, where the type's own name does not say it.
+KIND_NAMES = {
+    "header": "a string or null",
+    "poll_interval_s": "a number",
+    "poll_timeout_s": "a number",
+    "load_timeout_s": "a number",
 }
 
 
@@ -224,7 +237,7 @@ def load_config(text: str, source: str) -> tuple[dict, Rules]:
     problems += [f"{key} is not a known setting" for key in config if key not in CONFIG_KEYS]
     for key, kind in CONFIG_KEYS.items():
         if key in config and not isinstance(config[key], kind):
-            problems.append(f"{key} must be a {getattr(kind, '__name__', 'number')}")
+            problems.append(f"{key} must be {KIND_NAMES.get(key, 'a ' + getattr(kind, '__name__', ''))}")
     if not problems:
         names = {e.get("host_name") for e in config["entries"] if isinstance(e, dict)}
         unknown = sorted(set(config["verdict_urls"]) - names)
@@ -300,11 +313,10 @@ def poll(urls: dict, timeout: float, fetcher=fetch) -> dict:
 
 def render(config: dict, down: list[str]) -> str:
     """Return the include file's text with ``down`` marked down (the role's own renderer)."""
-    entries = [
-        {**e, "down": bool(e.get("down")) or e["host_name"] in down} for e in config["entries"]
-    ]
     try:
-        return ai_upstream.render_conf(entries, config["header"], config["allow_loopback"])
+        return ai_upstream.render_conf(
+            config["entries"], config["header"], config["allow_loopback"], down=list(down)
+        )
     except ai_upstream.UpstreamError as exc:
         raise ServiceError(f"the include file cannot be rendered: {exc}") from None
 
@@ -345,11 +357,7 @@ def swap(config: dict, text: str, command_runner=run, force: bool = False) -> st
     and loaded again).
     """
     path = config["include_file"]
-    try:
-        with open(path, encoding="utf-8") as handle:
-            previous = handle.read()
-    except FileNotFoundError:
-        previous = None
+    previous = read_text(path)
     if previous == text and not force:
         return ""
     write_atomically(path, text)
@@ -363,6 +371,22 @@ def swap(config: dict, text: str, command_runner=run, force: bool = False) -> st
         again = reload_proven(config, command_runner)
         return problem + (f"; reloading the previous file: {again}" if again else "")
     return ""
+
+
+def read_text(path: str) -> str | None:
+    """Return a file's text, or None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def touch(path: str) -> None:
+    """Create ``path`` or set its modification time to now."""
+    with open(path, "a", encoding="utf-8"):
+        pass
+    os.utime(path, None)
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -461,7 +485,11 @@ class Service:
         }
         state, down, decided = decide(self.state, verdicts, drained, now, self.rules)
         try:
-            problem = swap(config, render(config, down), force=not self.loaded)
+            text = render(config, down)
+            reloading = not self.loaded or read_text(config["include_file"]) != text
+            problem = swap(config, text, force=not self.loaded)
+            if not problem and reloading and config["loaded_stamp"]:
+                touch(config["loaded_stamp"])
         except (ServiceError, OSError) as exc:
             problem = str(exc)
         if problem:

@@ -1082,3 +1082,28 @@ def test_a_disabled_include_is_accepted_by_nginx_in_an_upstream(tmp_path):
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_conf_marks_the_named_hosts_down_and_ignores_unknown_names():
+    entries = [
+        {"host_name": "gpu-1", "address": "10.0.0.1", "port": 8800},
+        {"host_name": "gpu-2", "address": "10.0.0.2", "port": 8800},
+    ]
+    assert conf(entries, header="", down=["gpu-2", "gone"]) == (
+        "server 10.0.0.1:8800 max_fails=3 fail_timeout=30s max_conns=20;\n"
+        "server 10.0.0.2:8800 max_fails=3 fail_timeout=30s max_conns=20 down;\n"
+    )
+    assert conf(entries, header="", down=[]) == conf(entries, header="")
+
+
+def test_conf_never_marks_every_server_down():
+    entries = [{"host_name": "gpu-1", "address": "10.0.0.1", "port": 8800}]
+    assert fails(conf, entries, down=["gpu-1"]).startswith(
+        "ai_upstream_conf: no usable server: every node is down or backup ('gpu-1' is down"
+    )
+
+
+@pytest.mark.parametrize("down", ["gpu-1", [1], {"gpu-1": True}])
+def test_conf_down_must_be_a_list_of_host_names(down):
+    entries = [{"host_name": "gpu-1", "address": "10.0.0.1", "port": 8800}]
+    assert "ai_upstream_conf: down must be a list of host names" in fails(conf, entries, down=down)
