@@ -1,7 +1,8 @@
 """Judge the GPU nodes behind the gateway: which ones go into the upstream.
 
-Three filters, documented in the adjacent ``ai_gateway_probe_targets.yml``,
-``ai_gateway_verdicts.yml`` and ``ai_gateway_bad_networks.yml``
+Four filters, documented in the adjacent ``ai_gateway_probe_targets.yml``,
+``ai_gateway_verdicts.yml``, ``ai_gateway_verdict_urls.yml`` and
+``ai_gateway_bad_networks.yml``
 (``ansible-doc -t filter ai_gateway_verdicts``):
 
 ``ai_gateway_probe_targets(entries, hostvars, path='/health')``
@@ -13,6 +14,10 @@ Three filters, documented in the adjacent ``ai_gateway_probe_targets.yml``,
     Gives every node that is not drained a verdict, from its ``ai_node_health``
     fact and the gateway's probe of it, and splits the server entries into the
     upstream, the nodes left out, and the reasons why.
+
+``ai_gateway_verdict_urls(entries, hostvars, port=9402)``
+    Where the gateway's membership service asks each primary node for its GPU
+    health verdict (the node's ``gpu_health`` checker), by host name.
 
 ``ai_gateway_bad_networks(values)``
     The entries of a list that are not an IP address or network (CIDR), for
@@ -45,6 +50,10 @@ SOURCE_FACT = VAR_HEALTH
 SOURCE_PROBE = "probe"
 
 DEFAULT_PATH = "/health"
+#: The GPU health checker's settings on a node (role gpu_health) and its default port.
+VAR_CHECKER = "gpu_health_enabled"
+VAR_CHECKER_PORT = "gpu_health_port"
+DEFAULT_CHECKER_PORT = 9402
 EXPECTED_FACT = "{healthy: <bool>, message: <str>}"
 
 #: Keys a server entry must have for these filters (``ai_upstream_servers``
@@ -343,6 +352,59 @@ def ai_gateway_verdicts(entries, hostvars, probes=None):
         raise AnsibleFilterError(f"ai_gateway_verdicts: {e}") from None
 
 
+def checker_port(host, host_vars, default):
+    """Return the port of a node's GPU health checker, validated."""
+    value = host_vars.get(VAR_CHECKER_PORT, default)
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = 0
+    if isinstance(value, bool) or not 1 <= port <= 65535:
+        raise VerdictError(
+            f"host '{host}': {VAR_CHECKER_PORT} must be a port number from 1 to 65535, "
+            f"got {value!r}"
+        )
+    return port
+
+
+def checker_enabled(host, host_vars):
+    """Tell whether a node runs the GPU health checker (gpu_health_enabled, default true)."""
+    value = host_vars.get(VAR_CHECKER, True)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise VerdictError(f"host '{host}': {VAR_CHECKER} must be a boolean, got {value!r}")
+
+
+def build_verdict_urls(entries, hostvars, port):
+    """Validate the inputs and return {host name: verdict URL} for the judged nodes."""
+    urls = {}
+    for entry in check_entries(entries):
+        host = entry["host_name"]
+        host_vars = host_vars_of(host, hostvars)
+        if entry["backup"] or not checker_enabled(host, host_vars):
+            continue
+        endpoint = format_endpoint(entry["address"], checker_port(host, host_vars, port))
+        urls[host] = f"http://{endpoint}/verdict"
+    return urls
+
+
+def ai_gateway_verdict_urls(entries, hostvars, port=DEFAULT_CHECKER_PORT):
+    """Return where the membership service reads each node's GPU health verdict.
+
+    One URL per primary server entry (backups are not judged) whose node runs
+    the checker (``gpu_health_enabled``, default true): ``http://<address>:
+    <gpu_health_port, else port>/verdict``, the entry's address being the one
+    the gateway already uses for the node.
+    """
+    try:
+        return build_verdict_urls(entries, hostvars, port)
+    except VerdictError as e:
+        raise AnsibleFilterError(f"ai_gateway_verdict_urls: {e}") from None
+
+
 def network_problem(value):
     """Return why ``value`` is not an IP address or network (CIDR), or None.
 
@@ -378,5 +440,6 @@ class FilterModule:
         return {
             "ai_gateway_probe_targets": ai_gateway_probe_targets,
             "ai_gateway_verdicts": ai_gateway_verdicts,
+            "ai_gateway_verdict_urls": ai_gateway_verdict_urls,
             "ai_gateway_bad_networks": ai_gateway_bad_networks,
         }

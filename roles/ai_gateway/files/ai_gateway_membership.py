@@ -237,7 +237,8 @@ def load_config(text: str, source: str) -> tuple[dict, Rules]:
     problems += [f"{key} is not a known setting" for key in config if key not in CONFIG_KEYS]
     for key, kind in CONFIG_KEYS.items():
         if key in config and not isinstance(config[key], kind):
-            problems.append(f"{key} must be {KIND_NAMES.get(key, 'a ' + getattr(kind, '__name__', ''))}")
+            expected = KIND_NAMES.get(key) or f"a {kind.__name__}"
+            problems.append(f"{key} must be {expected}")
     if not problems:
         names = {e.get("host_name") for e in config["entries"] if isinstance(e, dict)}
         unknown = sorted(set(config["verdict_urls"]) - names)

@@ -18,6 +18,7 @@ ai_gateway = load_plugin("filter", "ai_gateway")
 targets = ai_gateway.ai_gateway_probe_targets
 verdicts = ai_gateway.ai_gateway_verdicts
 bad_networks = ai_gateway.ai_gateway_bad_networks
+verdict_urls = ai_gateway.ai_gateway_verdict_urls
 # The entries come from ai_upstream_servers in the role: the tests build them the same way.
 ai_upstream = load_plugin("filter", "ai_upstream")
 servers = ai_upstream.ai_upstream_servers
@@ -101,6 +102,7 @@ def test_filter_module_maps_names_to_functions():
         "ai_gateway_probe_targets": targets,
         "ai_gateway_verdicts": verdicts,
         "ai_gateway_bad_networks": bad_networks,
+        "ai_gateway_verdict_urls": verdict_urls,
     }
 
 
@@ -685,3 +687,52 @@ def test_bad_networks_is_documented():
     assert "_input" in doc["doc"]["options"]
     assert "ai_gateway_bad_networks" in doc["examples"]
     assert doc["return"]
+
+
+# --- ai_gateway_verdict_urls -------------------------------------------------------
+
+
+def test_verdict_urls_name_every_primary_node_that_runs_the_checker():
+    entries, hostvars = fleet(
+        gpu_1={},
+        gpu_2={"gpu_health_port": "9500"},
+        gpu_3={"ai_gateway_backup": True},
+        gpu_4={"gpu_health_enabled": "false"},
+        gpu_5={"ai_node_drain": True},
+    )
+    assert verdict_urls(entries, hostvars) == {
+        "gpu-1": "http://10.0.0.1:9402/verdict",
+        "gpu-2": "http://10.0.0.2:9500/verdict",
+        # A drained node is still asked: the service counts it, and never returns it.
+        "gpu-5": "http://10.0.0.5:9402/verdict",
+    }
+
+
+def test_verdict_urls_use_the_gateway_s_address_and_brackets_ipv6():
+    hostvars = {"gpu-1": {"ansible_host": "2001:db8::1"}}
+    entries = servers(["gpu-1"], hostvars)
+    assert verdict_urls(entries, hostvars, port=9999) == {
+        "gpu-1": "http://[2001:db8::1]:9999/verdict"
+    }
+
+
+@pytest.mark.parametrize(
+    ("host_vars", "problem"),
+    [
+        (
+            {"gpu_health_port": "94o2"},
+            "host 'gpu-1': gpu_health_port must be a port number from 1 to 65535, got '94o2'",
+        ),
+        (
+            {"gpu_health_port": 70000},
+            "host 'gpu-1': gpu_health_port must be a port number from 1 to 65535, got 70000",
+        ),
+        (
+            {"gpu_health_enabled": "maybe"},
+            "host 'gpu-1': gpu_health_enabled must be a boolean, got 'maybe'",
+        ),
+    ],
+)
+def test_verdict_urls_refuse_bad_node_settings_naming_host_and_variable(host_vars, problem):
+    entries, hostvars = fleet(gpu_1=host_vars)
+    assert fails(verdict_urls, entries, hostvars) == f"ai_gateway_verdict_urls: {problem}"
