@@ -587,6 +587,26 @@ def test_the_service_turns_unhealthy_within_two_rounds_of_an_xid_and_back_once_a
     assert "UNHEALTHY: nvidia-smi exited 18: driver/library version mismatch" in log
 
 
+def test_an_nvidia_smi_answer_renews_the_verdict_at_once_not_at_the_next_round(installed):
+    tmp, args, env = installed
+    port = free_port()
+    # A round every 30 s: only nvidia-smi's answer (every 0.5 s) can renew the verdict.
+    service = subprocess.Popen(
+        [*args, "--listen=127.0.0.1", f"--port={port}", "--interval=30", "--smi-interval=0.5"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(port, healthy=True, seconds=10)
+        (tmp / "fake-nvidia-smi.state").write_text("exit-15\n")
+        took, result = wait_for(port, healthy=False, seconds=10)
+        assert took <= 0.5 + 1.0, f"{took:.2f} s"
+        assert result["causes"][0]["kind"] == "nvidia_smi"
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.communicate(timeout=10)
+
+
 def test_bad_options_are_refused_with_their_name(installed):
     _, args, env = installed
     done = subprocess.run(

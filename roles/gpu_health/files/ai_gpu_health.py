@@ -500,9 +500,9 @@ def run_smi(command: list[str], timeout: float) -> tuple[int | None, str, str]:
 class SmiRunner:
     """Runs nvidia-smi in a thread of its own, so that a hung one never stops the checks."""
 
-    def __init__(self, command: list[str], timeout: float):
-        """Nothing runs until ``start``."""
-        self.command, self.timeout = command, timeout
+    def __init__(self, command: list[str], timeout: float, ready: threading.Event | None = None):
+        """Nothing runs until ``start``; ``ready`` is set whenever an answer comes."""
+        self.command, self.timeout, self.ready = command, timeout, ready
         self.lock = threading.Lock()
         self.running_since: float | None = None
         self.answer: tuple[int | None, str, str] | None = None
@@ -519,6 +519,8 @@ class SmiRunner:
         answer = run_smi(self.command, self.timeout)
         with self.lock:
             self.answer, self.running_since = answer, None
+        if self.ready is not None:
+            self.ready.set()
 
     def take(self, now: float) -> tuple[int | None, str, str] | None:
         """Return the last finished answer once (None when nothing new).
@@ -548,11 +550,13 @@ class Checker:
         self.xid_counts: dict[tuple, int] = {}
         self.smi: tuple[list, list, list] = ([], [], [])
         self.smi_rc: int | None = 0
+        # Set when nvidia-smi answers: the verdict is renewed at once, not at the next round.
+        self.answered = threading.Event()
         self.smi_runner = SmiRunner(
-            [options.nvidia_smi, *nvidia_smi.HEALTH_ARGS], options.smi_timeout
+            [options.nvidia_smi, *nvidia_smi.HEALTH_ARGS], options.smi_timeout, self.answered
         )
         self.remap_runner = SmiRunner(
-            [options.nvidia_smi, *nvidia_smi.REMAP_ARGS], options.smi_timeout
+            [options.nvidia_smi, *nvidia_smi.REMAP_ARGS], options.smi_timeout, self.answered
         )
         self.smi_at = self.remap_at = float("-inf")
         self.lock = threading.Lock()
@@ -583,6 +587,17 @@ class Checker:
             self._clear(path)
         except OSError as exc:
             self._note(path, f"cannot write {path}: {exc}")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep until the next round is due or nvidia-smi answers; True when it answered.
+
+        A round is also due when the next nvidia-smi run is, so that nvidia-smi
+        keeps its own cadence whatever the round interval.
+        """
+        smi_due = self.smi_at + self.options.smi_interval - time.monotonic()
+        answered = self.answered.wait(max(0.0, min(seconds, smi_due)))
+        self.answered.clear()
+        return answered
 
     def prime(self) -> None:
         """Start the first runs of nvidia-smi and wait for them (at most their timeouts)."""
@@ -762,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             checker.round(time.time())
         except Exception as exc:  # the checker goes on; a verdict that stops renewing turns stale
             print(f"check failed: {exc!r}", file=sys.stderr, flush=True)
-        time.sleep(max(0.0, options.interval - (time.monotonic() - started)))
+        checker.wait(max(0.0, options.interval - (time.monotonic() - started)))
 
 
 if __name__ == "__main__":
