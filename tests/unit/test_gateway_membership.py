@@ -139,6 +139,18 @@ def test_a_node_removed_again_soon_after_its_return_waits_twice_as_long():
     assert gateway.down == []
 
 
+def test_a_wait_set_under_a_higher_limit_is_capped_by_the_new_one():
+    held = membership.State(
+        {"gpu-1": membership.NodeState(out=True, removed_at=0.0, return_after_s=480.0)}
+    )
+    rules = membership.Rules(return_after_s=15, max_return_after_s=30)
+    verdicts = {"gpu-1": (HEALTHY, ""), "gpu-2": (HEALTHY, "")}
+    state, down, _ = membership.decide(held, verdicts, set(), 100.0, rules)
+    assert down == ["gpu-1"]
+    state, down, events = membership.decide(state, verdicts, set(), 130.0, rules)
+    assert (down, [e["event"] for e in events]) == ([], ["returned"])
+
+
 def test_at_most_half_the_nodes_go_out_then_the_breaker_waits_for_a_person():
     gateway = Gateway()
     every = {n.replace("-", "_"): BAD for n in NODES}

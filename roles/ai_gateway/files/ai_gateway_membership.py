@@ -141,7 +141,8 @@ def decide(
                 healthy_since=node.healthy_since if node.healthy_since is not None else now,
             )
             waited = now - node.healthy_since
-            if node.out and waited >= node.return_after_s:
+            # A wait set under a higher limit (the settings changed since) is capped by today's.
+            if node.out and waited >= min(node.return_after_s, rules.max_return_after_s):
                 node = replace(node, out=False, returned_at=now, cause="")
                 if name not in drained:
                     events.append(
