@@ -166,6 +166,12 @@ def test_every_node_serves_a_healthy_verdict_to_every_gateway(lab):
         assert host.service("ai-gpu-health").is_enabled
         metrics = host.file(CHECKER_METRICS).content_string
         assert "ai_gpu_health_healthy 1" in metrics, metrics
+    # Only the gateways (and loopback) read it: another node gets 403 and nothing of the node.
+    first, other = sorted(lab.nodes)[:2]
+    url = lab.settings["verdict_urls"][first]
+    refused = lab.nodes[other].run(f"curl -sS --max-time 5 -w ' %{{http_code}}' {url}")
+    assert refused.stdout.endswith(" 403"), refused.stdout
+    assert first not in refused.stdout.rsplit(" ", 1)[0], refused.stdout
     for name, gateway in lab.gateways.items():
         assert gateway.service("ai-gateway-membership").is_running, name
         state = json.loads(gateway.file(STATE).content_string)

@@ -9,6 +9,7 @@ of an XID being logged.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -607,6 +608,78 @@ def test_an_nvidia_smi_answer_renews_the_verdict_at_once_not_at_the_next_round(i
         service.communicate(timeout=10)
 
 
+@pytest.mark.parametrize(
+    ("client", "allowed", "may"),
+    [
+        ("127.0.0.1", [], True),
+        ("::1", [], True),
+        ("10.0.0.5", [], False),
+        ("10.0.0.5", ["10.0.0.5/32"], True),
+        ("10.0.0.6", ["10.0.0.5/32"], False),
+        ("10.20.3.4", ["10.20.0.0/16"], True),
+        ("::ffff:10.0.0.5", ["10.0.0.5/32"], True),
+        ("2001:db8::5", ["2001:db8::/64"], True),
+        ("2001:db8:1::5", ["2001:db8::/64"], False),
+        ("fe80::1%eth0", ["fe80::/64"], True),
+        ("not-an-address", ["0.0.0.0/0"], False),
+        ("10.0.0.5", None, True),
+    ],
+)
+def test_only_loopback_and_the_allowed_networks_read_the_verdict(client, allowed, may):
+    networks = None if allowed is None else [ipaddress.ip_network(n) for n in allowed]
+    assert health.may_read(client, networks) is may
+
+
+def own_address() -> str | None:
+    """An address of this machine that is not loopback (none: the test is skipped)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_reader_outside_the_allowed_networks_gets_403_and_nothing_of_the_node(installed):
+    address = own_address()
+    if not address:
+        pytest.skip("this machine has no address besides loopback")
+    _, args, env = installed
+    port = free_port()
+    elsewhere = next(
+        n
+        for n in ("198.51.100.0/24", "203.0.113.0/24")
+        if ipaddress.ip_address(address) not in ipaddress.ip_network(n)
+    )
+    service = subprocess.Popen(
+        [*args, "--listen=0.0.0.0", f"--port={port}", f"--allow={elsewhere}"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(port, healthy=True, seconds=10)  # loopback may
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{address}:{port}/verdict", timeout=2)
+        assert refused.value.code == 403
+        assert b"gpu-1" not in refused.value.read()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.communicate(timeout=10)
+    again = subprocess.Popen(
+        [*args, "--listen=0.0.0.0", f"--port={port}", f"--allow={address}"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(port, healthy=True, seconds=10)
+        with urllib.request.urlopen(f"http://{address}:{port}/verdict", timeout=2) as answer:
+            assert json.load(answer)["node"] == "gpu-1"
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=10)
+
+
 def test_bad_options_are_refused_with_their_name(installed):
     _, args, env = installed
     done = subprocess.run(
@@ -614,6 +687,11 @@ def test_bad_options_are_refused_with_their_name(installed):
     )
     assert done.returncode == 2
     assert "--interval, --smi-interval and --smi-timeout must be above 0" in done.stderr
+    done = subprocess.run(
+        [*args, "--allow=10.0.0.300"], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 2
+    assert "--allow 10.0.0.300: not an IP address or network" in done.stderr
 
 
 def checker_for(installed, *extra: str):

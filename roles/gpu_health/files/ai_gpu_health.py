@@ -16,8 +16,9 @@ host's own Python). Every ``--interval`` seconds it reads:
   and row remapping (every ``--remap-interval`` seconds): a remap failure.
 
 It publishes the verdict as JSON on ``http://<listen>:<port>/verdict`` (200
-when healthy, 503 when not; the gateways' membership service polls it) and as
-node-exporter textfile metrics (``ai_gpu_health_*``). ``--once`` checks once,
+when healthy, 503 when not; the gateways' membership service polls it) to
+loopback and the ``--allow`` networks only (the gateways; ``--open``: everyone),
+and as node-exporter textfile metrics (``ai_gpu_health_*``). ``--once`` checks once,
 prints the verdict and exits 0 (healthy) or 1.
 
 An operator acknowledges the hardware faults seen so far (after a GPU reset,
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -703,11 +705,37 @@ class VerdictServer(ThreadingHTTPServer):
         super().__init__((address, port), handler)
 
 
-def serve(checker: Checker, address: str, port: int) -> ThreadingHTTPServer:
-    """Start the verdict's HTTP server in a thread; return it."""
+def may_read(client: str, allowed: list | None) -> bool:
+    """Tell whether the address ``client`` may read the verdict.
+
+    ``allowed`` is None when everyone may (``--open``); otherwise loopback and
+    the addresses in one of the ``allowed`` networks may.
+    """
+    if allowed is None:
+        return True
+    try:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    address = mapped or address
+    return address.is_loopback or any(address in network for network in allowed)
+
+
+def serve(
+    checker: Checker, address: str, port: int, allowed: list | None = None
+) -> ThreadingHTTPServer:
+    """Start the verdict's HTTP server in a thread; return it.
+
+    Only loopback and the ``allowed`` networks may read the verdict (None:
+    everyone); anyone else gets 403 and nothing of the node.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            if not may_read(self.client_address[0], allowed):
+                self.send_error(403, "only the gateways and the allowed networks read the verdict")
+                return
             if self.path.split("?", 1)[0] not in ("/verdict", "/"):
                 self.send_error(404, "GET /verdict")
                 return
@@ -750,12 +778,27 @@ def options_from(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--textfile-dir", default="", help="node-exporter's textfile folder")
     parser.add_argument("--listen", default="0.0.0.0", help="address of the verdict's server")
     parser.add_argument("--port", type=int, default=9402)
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="an address or network (CIDR) that may read the verdict, besides loopback",
+    )
+    parser.add_argument("--open", action="store_true", help="everyone may read the verdict")
     parser.add_argument("--once", action="store_true", help="check once, print, exit 0 or 1")
     options = parser.parse_args(argv)
     if options.interval <= 0 or options.smi_interval <= 0 or options.smi_timeout <= 0:
         parser.error("--interval, --smi-interval and --smi-timeout must be above 0")
     if options.expected_gpus < 0:
         parser.error("--expected-gpus must be 0 or more")
+    networks = []
+    for value in options.allow:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            parser.error(f"--allow {value}: not an IP address or network")
+    options.allowed = None if options.open else networks
     return options
 
 
@@ -770,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0 if result["healthy"] else 1
     checker.round(time.time())
-    serve(checker, options.listen, options.port)
+    serve(checker, options.listen, options.port, options.allowed)
     while True:
         started = time.monotonic()
         try:
