@@ -112,7 +112,7 @@ class Lab:
         for gateway, host in self.gateways.items():
             if self.breaker_open(gateway):
                 run_ok(host, "touch", "/var/lib/ai-gateway/breaker-reset")
-                wait_for(lambda g=gateway: not self.breaker_open(g), 10, 0.5)
+                assert wait_for(lambda g=gateway: not self.breaker_open(g), 10, 0.5)
 
     def service_log(self, gateway: str) -> str:
         return (
@@ -142,10 +142,10 @@ def healthy_again(lab):
         # What a test left standing is acknowledged (playbooks/undrain.yml does it for operators).
         run_ok(host, "sh", "-c", f"echo '{{\"acknowledged_at\": '$(date +%s)'}}' > {ACK_FILE}")
     for name in lab.nodes:
-        wait_for(lambda n=name: lab.verdict(n)["healthy"], 20, 0.5)
+        assert wait_for(lambda n=name: lab.verdict(n)["healthy"], 20, 0.5)
     lab.close_breakers()
     for name in lab.nodes:
-        wait_for(lambda n=name: lab.up_everywhere(n), 120, 1)
+        assert wait_for(lambda n=name: lab.up_everywhere(n), 120, 1)
 
 
 def record(fault: str, seconds: float) -> None:
@@ -212,9 +212,9 @@ def test_xid_79_under_load_is_out_of_every_gateway_within_10_s_and_back_after_un
         lab.inventory, ROOT / "playbooks" / "undrain.yml", args=("-e", f"ai_fleet_nodes={name}")
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    wait_for(lambda: lab.verdict(name)["healthy"], 20, 1)
+    assert wait_for(lambda: lab.verdict(name)["healthy"], 20, 1)
     # Back once its GPUs have answered healthy long enough (the lab: 15 s).
-    wait_for(lambda: lab.up_everywhere(name), 60, 1)
+    assert wait_for(lambda: lab.up_everywhere(name), 60, 1)
 
 
 @pytest.mark.parametrize(
@@ -239,13 +239,18 @@ def test_an_nvidia_smi_fault_is_out_within_10_s_and_back_once_it_clears(lab, out
     for other in lab.nodes:
         if other != name:
             assert lab.up_everywhere(other)
+    # What nvidia-smi reports needs no acknowledgement: the node returns once it
+    # clears and its GPUs have been healthy long enough (the lab: 15 s, doubled
+    # for a node removed again soon after its return, at most 30 s).
+    lab.nvidia_smi_answers(name, "healthy")
+    assert wait_for(lambda: lab.up_everywhere(name), 60, 1), f"{name} did not return"
 
 
 @pytest.mark.usefixtures("healthy_again")
 def test_an_application_xid_alerts_and_the_node_stays_in(lab):
     name = sorted(lab.nodes)[0]
     lab.inject_xid(name, 13)
-    wait_for(lambda: any(a.get("xid") == 13 for a in lab.verdict(name)["alerts"]), 10, 0.5)
+    assert wait_for(lambda: any(a.get("xid") == 13 for a in lab.verdict(name)["alerts"]), 10, 0.5)
     assert lab.verdict(name)["healthy"] is True
     # Three polls later it is still in.
     time.sleep(6)
@@ -260,7 +265,7 @@ def test_every_node_failing_holds_out_at_most_half_and_opens_the_breaker(lab):
     for name in names:
         lab.nvidia_smi_answers(name, "exit-15")
     for gateway in lab.gateways:
-        wait_for(lambda g=gateway: lab.breaker_open(g), 30, 1)
+        assert wait_for(lambda g=gateway: lab.breaker_open(g), 30, 1)
     # Two polls later: still at most half out, never the last.
     time.sleep(3)
     for gateway, host in lab.gateways.items():
@@ -273,7 +278,7 @@ def test_every_node_failing_holds_out_at_most_half_and_opens_the_breaker(lab):
     for name in names:
         lab.nvidia_smi_answers(name, "healthy")
     for name in names:
-        wait_for(lambda n=name: lab.verdict(n)["healthy"], 20, 0.5)
+        assert wait_for(lambda n=name: lab.verdict(n)["healthy"], 20, 0.5)
     time.sleep(3)
     assert all(lab.breaker_open(g) for g in lab.gateways)
 
@@ -283,5 +288,5 @@ def test_removal_times_meet_the_goal():
     if not REPORT.exists():
         pytest.skip("no removal was measured in this run")
     times = [r["removed_after_s"] for r in json.loads(REPORT.read_text())]
-    p95 = statistics.quantiles(times, n=20)[-1] if len(times) >= 2 else times[0]
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) > 1 else times[0]
     assert p95 <= REMOVAL_GOAL_S, times

@@ -11,12 +11,14 @@ when nginx refuses.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -251,6 +253,8 @@ def settings(folder, **changes) -> dict:
         "rules": {"remove_after": 2, "return_after_s": 60},
         "breaker_reset_file": str(folder / "reset-breaker"),
         "loaded_stamp": str(folder / "loaded"),
+        "lock_file": str(folder / "membership.lock"),
+        "pause_file": str(folder / "membership.pause"),
     }
     return {**config, **changes}
 
@@ -330,6 +334,93 @@ def test_the_include_file_is_the_role_s_rendering_and_never_empty(tmp_path):
     )
     with pytest.raises(membership.ServiceError, match="no usable server"):
         membership.render(config, ["gpu-1", "gpu-2", "gpu-3", "gpu-4"])
+
+
+@pytest.fixture
+def no_nginx(monkeypatch):
+    """Swaps that write the file and succeed (the rules, not nginx, are under test)."""
+    monkeypatch.setattr(
+        membership,
+        "swap",
+        lambda config, text, force=False: (
+            membership.write_atomically(config["include_file"], text) or ""
+        ),
+    )
+
+
+def downs(config) -> list[str]:
+    lines = Path(config["include_file"]).read_text().splitlines()
+    return [ln.split()[1] for ln in lines if ln.endswith(" down;")]
+
+
+@pytest.mark.usefixtures("no_nginx")
+def test_a_paused_service_writes_nothing_until_the_run_is_over(tmp_path):
+    config, rules = membership.load_config(json.dumps(settings(tmp_path)), "m.json")
+    service = membership.Service(config, rules)
+    bad = {f"gpu-{i}": (HEALTHY, "") for i in (1, 2, 3, 4)} | {"gpu-2": (UNHEALTHY, "XID 79")}
+    assert service.round(0.0, bad) == []
+    Path(config["pause_file"]).touch()
+    assert [e["event"] for e in service.round(2.0, bad)] == ["paused"]
+    assert service.round(4.0, bad) == []  # said once
+    assert not Path(config["include_file"]).exists() or downs(config) == []
+    Path(config["pause_file"]).unlink()
+    assert [e["event"] for e in service.round(6.0, bad)] == ["resumed", "removed"]
+    assert downs(config) == ["127.0.0.2:8800"]
+
+
+@pytest.mark.usefixtures("no_nginx")
+def test_a_pause_file_left_by_a_killed_run_is_ignored_after_half_an_hour(tmp_path):
+    config, rules = membership.load_config(json.dumps(settings(tmp_path)), "m.json")
+    service = membership.Service(config, rules)
+    Path(config["pause_file"]).touch()
+    old = time.time() - membership.PAUSE_MAX_S - 5
+    os.utime(config["pause_file"], (old, old))
+    healthy = {f"gpu-{i}": (HEALTHY, "") for i in (1, 2, 3, 4)}
+    assert service.round(time.time(), healthy) == []
+    assert Path(config["include_file"]).exists()
+
+
+@pytest.mark.usefixtures("no_nginx")
+def test_a_round_waits_for_the_lock_an_ansible_run_holds(tmp_path):
+    config, rules = membership.load_config(json.dumps(settings(tmp_path)), "m.json")
+    service = membership.Service(config, rules)
+    healthy = {f"gpu-{i}": (HEALTHY, "") for i in (1, 2, 3, 4)}
+    with open(config["lock_file"], "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        worker = threading.Thread(target=service.round, args=(0.0, healthy))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive(), "the round did not wait for the lock"
+        assert not Path(config["include_file"]).exists()
+    worker.join(5)
+    assert not worker.is_alive() and Path(config["include_file"]).exists()
+
+
+@pytest.mark.usefixtures("no_nginx")
+def test_a_node_without_a_checker_counts_healthy_and_returns(tmp_path):
+    urls = {f"gpu-{i}": f"http://127.0.0.{i}:9402/verdict" for i in (1, 2, 3)}
+    config, rules = membership.load_config(
+        json.dumps(settings(tmp_path, verdict_urls=urls)), "m.json"
+    )
+    service = membership.Service(config, rules)
+    held = membership.NodeState(out=True, removed_at=0.0, return_after_s=60.0)
+    service.state = membership.State({"gpu-4": held})
+    healthy = {f"gpu-{i}": (HEALTHY, "") for i in (1, 2, 3)}
+    service.round(10.0, healthy)
+    assert downs(config) == ["127.0.0.4:8800"]
+    events = service.round(75.0, healthy)
+    assert [(e["event"], e["node"]) for e in events] == [("returned", "gpu-4")]
+    assert downs(config) == []
+
+
+def test_the_reload_stamp_only_moves_forward(tmp_path):
+    path = tmp_path / "loaded"
+    membership.stamp(str(path), 1000.0)
+    assert path.stat().st_mtime == 1000.0
+    membership.stamp(str(path), 900.0)
+    assert path.stat().st_mtime == 1000.0
+    membership.stamp(str(path), 1100.0)
+    assert path.stat().st_mtime == 1100.0
 
 
 def test_the_service_and_the_role_s_filter_write_the_same_bytes(tmp_path):

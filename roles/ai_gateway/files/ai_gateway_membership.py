@@ -31,6 +31,7 @@ as drained.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import json
 import math
@@ -207,10 +208,17 @@ CONFIG_KEYS = {
     "rules": dict,
     # Its presence closes the breaker at the next round (then it is removed).
     "breaker_reset_file": str,
-    # Touched after each proven reload ("": none): the role's nginx_reload module
-    # reloads when a file of the gateway is newer than this stamp.
+    # Set to the time a proven reload started ("": none): the role's nginx_reload
+    # module reloads when a file of the gateway is newer than this stamp.
     "loaded_stamp": str,
+    # Each round holds this lock; while the pause file exists (an Ansible run
+    # writes the gateway's files) rounds are skipped (see Service.round).
+    "lock_file": str,
+    "pause_file": str,
 }
+
+#: A pause file older than this is left over from a run that was killed: ignored.
+PAUSE_MAX_S = 1800.0
 
 
 #: How a settings error names the expected type, where the type's own name does not say it.
@@ -384,11 +392,22 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def touch(path: str) -> None:
-    """Create ``path`` or set its modification time to now."""
+def stamp(path: str, at: float) -> None:
+    """Set the modification time of ``path`` to ``at``, creating it; never move it back."""
+    existed = os.path.exists(path)
     with open(path, "a", encoding="utf-8"):
         pass
-    os.utime(path, None)
+    if not existed or os.stat(path).st_mtime < at:
+        os.utime(path, (at, at))
+
+
+def paused_since(path: str, now: float) -> float | None:
+    """Return when the pause file was made, or None (no file, or one too old to count)."""
+    try:
+        made = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    return made if now - made <= PAUSE_MAX_S else None
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -463,12 +482,39 @@ class Service:
         # The first round loads its file even when it is already on disk: a
         # service stopped between a write and its reload left nginx behind.
         self.loaded = False
+        self.paused = False
 
     def round(self, now: float, verdicts: dict | None = None) -> list[dict]:
+        """Run one round under the lock, unless an Ansible run has paused the service.
+
+        The lock and the pause file are how a run of the ai_gateway role and
+        the service never write the gateway's files at once: the run creates
+        the pause file, then takes the lock (so that a round under way ends
+        first), writes, validates and reloads, and removes the pause file.
+        """
+        config = self.config
+        if not config["lock_file"]:
+            return self.judge(now, verdicts)
+        with open(config["lock_file"], "a", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pause = config["pause_file"] and paused_since(config["pause_file"], now)
+            if pause:
+                if self.paused:
+                    return []
+                self.paused = True
+                return [{"node": "", "event": "paused", "why": "an Ansible run writes the files"}]
+            events = []
+            if self.paused:
+                self.paused = False
+                events.append({"node": "", "event": "resumed", "why": "the run is over"})
+            return events + self.judge(now, verdicts)
+
+    def judge(self, now: float, verdicts: dict | None = None) -> list[dict]:
         """Poll, decide, and put the include file in line; return the round's events.
 
         Only the primary servers are judged (backups stay as the inventory has
-        them); servers the inventory marks down count as drained.
+        them); servers the inventory marks down count as drained; a server
+        whose node runs no checker (no verdict URL) counts as healthy.
         """
         config = self.config
         events = []
@@ -481,19 +527,32 @@ class Service:
         if verdicts is None:
             verdicts = poll(config["verdict_urls"], config["poll_timeout_s"])
         primaries = [e["host_name"] for e in config["entries"] if not e.get("backup")]
-        verdicts = {n: verdicts.get(n, (UNKNOWN, "no checker")) for n in primaries}
+        verdicts = {
+            n: verdicts.get(n, (UNKNOWN, "no answer"))
+            if n in config["verdict_urls"]
+            else (HEALTHY, "no checker")
+            for n in primaries
+        }
         drained = read_drained(config["drain_record"]) | {
             e["host_name"] for e in config["entries"] if e.get("down")
         }
         state, down, decided = decide(self.state, verdicts, drained, now, self.rules)
+        started = time.time()
+        reloading = False
         try:
             text = render(config, down)
             reloading = not self.loaded or read_text(config["include_file"]) != text
             problem = swap(config, text, force=not self.loaded)
-            if not problem and reloading and config["loaded_stamp"]:
-                touch(config["loaded_stamp"])
         except (ServiceError, OSError) as exc:
             problem = str(exc)
+        if not problem and reloading and config["loaded_stamp"]:
+            # nginx read every file as it was when this reload started: after
+            # the include file was written, and no later than now.
+            try:
+                written = os.stat(config["include_file"]).st_mtime
+                stamp(config["loaded_stamp"], max(started, min(written, time.time())))
+            except OSError as exc:
+                events.append({"node": "", "event": "stamp_failed", "why": str(exc)})
         if problem:
             self.swap_failures += 1
             # Nothing changed in nginx: the decisions are dropped, and made again next round.

@@ -597,9 +597,7 @@ class Checker:
         keeps its own cadence whatever the round interval.
         """
         smi_due = self.smi_at + self.options.smi_interval - time.monotonic()
-        answered = self.answered.wait(max(0.0, min(seconds, smi_due)))
-        self.answered.clear()
-        return answered
+        return self.answered.wait(max(0.0, min(seconds, smi_due)))
 
     def prime(self) -> None:
         """Start the first runs of nvidia-smi and wait for them (at most their timeouts)."""
@@ -620,6 +618,8 @@ class Checker:
         the runs of nvidia-smi are scheduled on the monotonic clock.
         """
         started = time.monotonic()
+        # An answer that comes from here on wakes the next wait: none is lost.
+        self.answered.clear()
         options = self.options
         acknowledged_at = read_acknowledged(options.ack_file)
         try:
