@@ -130,6 +130,14 @@ def lab(ansible_inventory):
         pytest.skip("needs two GPU nodes: the last node is never held out")
     if not found.url:
         pytest.skip("the load needs the gateway's address on this machine's Docker network")
+    for name, gateway in found.gateways.items():
+        record = gateway.run("cat /var/lib/ai-gateway/drained.json")
+        drained = json.loads(record.stdout).get("drained", []) if record.rc == 0 else []
+        if drained:
+            pytest.fail(
+                f"{', '.join(drained)} drained on {name} (a run that failed leaves its node "
+                "drained): undrain first, playbooks/undrain.yml -e ai_fleet_nodes=<node>"
+            )
     return found
 
 
