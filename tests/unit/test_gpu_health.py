@@ -9,6 +9,7 @@ of an XID being logged.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -588,24 +589,29 @@ def test_the_service_turns_unhealthy_within_two_rounds_of_an_xid_and_back_once_a
     assert "UNHEALTHY: nvidia-smi exited 18: driver/library version mismatch" in log
 
 
-def test_an_nvidia_smi_answer_renews_the_verdict_at_once_not_at_the_next_round(installed):
-    tmp, args, env = installed
+@contextlib.contextmanager
+def serving(installed, *options: str):
+    """The checker as a service on a free port, once healthy: yields the port, stops it after."""
+    _, args, env = installed
     port = free_port()
-    # A round every 30 s: only nvidia-smi's answer (every 0.5 s) can renew the verdict.
     service = subprocess.Popen(
-        [*args, "--listen=127.0.0.1", f"--port={port}", "--interval=30", "--smi-interval=0.5"],
-        env=env,
-        stderr=subprocess.DEVNULL,
+        [*args, f"--port={port}", *options], env=env, stderr=subprocess.DEVNULL
     )
     try:
         wait_for(port, healthy=True, seconds=10)
-        (tmp / "fake-nvidia-smi.state").write_text("exit-15\n")
-        took, result = wait_for(port, healthy=False, seconds=10)
-        assert took <= 0.5 + 1.0, f"{took:.2f} s"
-        assert result["causes"][0]["kind"] == "nvidia_smi"
+        yield port
     finally:
         service.send_signal(signal.SIGTERM)
         service.communicate(timeout=10)
+
+
+def test_an_nvidia_smi_answer_renews_the_verdict_at_once_not_at_the_next_round(installed):
+    # A round every 30 s: only nvidia-smi's answer (every 0.5 s) can renew the verdict.
+    with serving(installed, "--listen=127.0.0.1", "--interval=30", "--smi-interval=0.5") as port:
+        (installed[0] / "fake-nvidia-smi.state").write_text("exit-15\n")
+        took, result = wait_for(port, healthy=False, seconds=10)
+        assert took <= 0.5 + 1.0, f"{took:.2f} s"
+        assert result["causes"][0]["kind"] == "nvidia_smi"
 
 
 @pytest.mark.parametrize(
@@ -645,39 +651,22 @@ def test_a_reader_outside_the_allowed_networks_gets_403_and_nothing_of_the_node(
     address = own_address()
     if not address:
         pytest.skip("this machine has no address besides loopback")
-    _, args, env = installed
-    port = free_port()
     elsewhere = next(
         n
         for n in ("198.51.100.0/24", "203.0.113.0/24")
         if ipaddress.ip_address(address) not in ipaddress.ip_network(n)
     )
-    service = subprocess.Popen(
-        [*args, "--listen=0.0.0.0", f"--port={port}", f"--allow={elsewhere}"],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(port, healthy=True, seconds=10)  # loopback may
+    # Loopback may read it (the service is seen healthy), this machine's address may not.
+    with serving(installed, "--listen=0.0.0.0", f"--allow={elsewhere}") as port:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://{address}:{port}/verdict", timeout=2)
         assert refused.value.code == 403
         assert b"gpu-1" not in refused.value.read()
-    finally:
-        service.send_signal(signal.SIGTERM)
-        service.communicate(timeout=10)
-    again = subprocess.Popen(
-        [*args, "--listen=0.0.0.0", f"--port={port}", f"--allow={address}"],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(port, healthy=True, seconds=10)
-        with urllib.request.urlopen(f"http://{address}:{port}/verdict", timeout=2) as answer:
-            assert json.load(answer)["node"] == "gpu-1"
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.communicate(timeout=10)
+    with (
+        serving(installed, "--listen=0.0.0.0", f"--allow={address}") as port,
+        urllib.request.urlopen(f"http://{address}:{port}/verdict", timeout=2) as answer,
+    ):
+        assert json.load(answer)["node"] == "gpu-1"
 
 
 def test_bad_options_are_refused_with_their_name(installed):
