@@ -9,7 +9,7 @@
 #                                 that run no playbook (under a minute)
 #   scripts/test.sh bench         the bench's short run (make bench-smoke, ~11 min)
 # What it may install on this machine: nginx (for the unit tests' nginx -t;
-# its service is not started), Docker Engine (scripts/docker-engine.sh) and the
+# its service is not started; promtool is only unpacked into .cache), Docker Engine (scripts/docker-engine.sh) and the
 # tools of scripts/base-image.sh and the fixture repository's build.sh.
 set -euo pipefail
 
@@ -64,6 +64,12 @@ ensure_nginx() {
   return "$status"
 }
 
+# promtool for the alert rules' tests, unpacked from the distribution's
+# prometheus package into .cache (scripts/promtool.sh); nothing is installed.
+ensure_promtool() {
+  scripts/promtool.sh >/dev/null
+}
+
 shell_scripts() {
   git ls-files '*.sh'
 }
@@ -85,6 +91,7 @@ if wants check; then
   check ruff-format ruff format --check .
   # shellcheck disable=SC2046
   check shellcheck shellcheck $(shell_scripts)
+  step ensure_promtool
   step pytest -q -n auto -m "not playbook" tests/unit --junitxml="$results/unit-fast.xml"
 fi
 
@@ -102,6 +109,7 @@ fi
 if wants unit; then
   log "unit tests"
   step ensure_nginx
+  step ensure_promtool
   # One process: the nginx reload tests time real reloads, and a second worker
   # beside them on a 2-core machine makes them flaky.
   step pytest tests/unit --junitxml="$results/unit.xml"
