@@ -10,6 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export LAB_NETWORK=ai-fleet-lab LAB_IMAGE_ARCHIVES="$root/.cache/images"
 export LAB_GATEWAY_PORT="${LAB_GATEWAY_PORT:-8080}"
+export LAB_PROMETHEUS_PORT="${LAB_PROMETHEUS_PORT:-9090}" LAB_ALERTMANAGER_PORT="${LAB_ALERTMANAGER_PORT:-9093}"
 inventory="$root/.lab/inventory"
 venv="$root/.venv"
 
@@ -36,10 +37,17 @@ up() {
   address=$(docker inspect --format "{{(index .NetworkSettings.Networks \"$LAB_NETWORK\").IPAddress}}" "$first")
   port=$(ansible-inventory -i "$inventory" --host "$first" 2>/dev/null \
          | python3 -c 'import json, sys; print(json.load(sys.stdin).get("ansible_port", 22))')
+  # Prometheus and Alertmanager, when the lab's inventory has a monitoring host.
+  local monitoring=""
+  if ansible-inventory -i "$inventory" --graph monitoring 2>/dev/null | grep -q -- '--'; then
+    monitoring="
+  prometheus:    http://127.0.0.1:$LAB_PROMETHEUS_PORT/alerts   (targets: /targets)
+  alertmanager:  http://127.0.0.1:$LAB_ALERTMANAGER_PORT/"
+  fi
   cat <<MSG
 
 The lab is up: $(docker ps --filter "label=ai-fleet-lab=$LAB_NETWORK" --format '{{.Names}}' | sort | tr '\n' ' ')
-  gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)
+  gateway:       http://127.0.0.1:$LAB_GATEWAY_PORT/api/v1/ai/info   (balanced over the GPU hosts)${monitoring}
   inventory:     $inventory/hosts.yml   (add a GPU node: a line under gpu_nodes, then make lab)
   over SSH:      ssh -i .cache/lab-ssh/id_ed25519 -o UserKnownHostsFile=.lab/known_hosts -p $port ops@$address
   a shell:       docker exec -it $first bash
