@@ -1,0 +1,193 @@
+"""The monitoring host: Prometheus scrapes exactly the fleet, runs the tested rules, alerts.
+
+Prometheus and Alertmanager run on the monitoring group's hosts (role
+monitoring), a node exporter on every host (role node_exporter). The targets
+are computed here from the inventory, as the role computes them: job `node` on
+every GPU node, gateway and monitoring host, job `ai-inference-service` on every
+GPU node, and Prometheus and Alertmanager themselves.
+
+The fault tests (a stopped exporter, a GPU fault, a stopped monitoring host)
+change the lab and put it back: molecule only, or AI_FLEET_PLAY_TESTS=1 against a lab.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import quote
+
+import pytest
+import yaml
+from conftest import ROOT, inventory_groups, needs_plays, run_ok, wait_for
+from fleet import host_of
+from gpu_faults import Lab
+
+RULES = ROOT / "roles" / "monitoring" / "files" / "ai-fleet.rules.yml"
+SCRAPE_WAIT_S = 60
+# ExporterDown: `for: 1m`, plus a scrape interval to notice and one to evaluate.
+EXPORTER_DOWN_GOAL_S = 120
+
+
+class Monitoring:
+    """The lab's first monitoring host, queried from the host itself."""
+
+    def __init__(self, inventory: str):
+        """Read the inventory's groups; skip when it has no monitoring host."""
+        groups = inventory_groups(inventory)
+        self.groups = {name: sorted(groups.get(name, {}).get("hosts", [])) for name in groups}
+        hosts = self.groups.get("monitoring", [])
+        if not hosts:
+            pytest.skip("the inventory has no monitoring host")
+        self.name = hosts[0]
+        self.host = host_of(inventory, self.name)
+        variables = self.host.ansible.get_variables()
+        self.prometheus = f"http://127.0.0.1:{variables.get('monitoring_prometheus_port', 9090)}"
+        self.alertmanager = (
+            f"http://127.0.0.1:{variables.get('monitoring_alertmanager_port', 9093)}"
+        )
+
+    def get(self, url: str):
+        return json.loads(run_ok(self.host, "curl", "-fsS", "--max-time", "10", url))
+
+    def query(self, expr: str) -> list[dict]:
+        """The result of an instant PromQL query."""
+        return self.get(f"{self.prometheus}/api/v1/query?query={quote(expr)}")["data"]["result"]
+
+    def targets(self) -> dict[tuple[str, str], str]:
+        """{(job, instance): health} of every active target."""
+        active = self.get(f"{self.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+        return {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in active}
+
+    def expected_targets(self) -> set[tuple[str, str]]:
+        """What the role must scrape, from the inventory."""
+        nodes, gateways = self.groups.get("gpu_nodes", []), self.groups.get("gateways", [])
+        monitors = self.groups.get("monitoring", [])
+        expected = {("node", h) for h in nodes + gateways + monitors}
+        expected |= {("ai-inference-service", h) for h in nodes}
+        expected |= {("prometheus", self.name), ("alertmanager", self.name)}
+        return expected
+
+    def firing(self, alertname: str) -> list[dict]:
+        """The firing alerts of that name, as Prometheus evaluates them."""
+        alerts = self.get(f"{self.prometheus}/api/v1/alerts")["data"]["alerts"]
+        return [
+            a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+        ]
+
+    def in_alertmanager(self, alertname: str) -> list[dict]:
+        alerts = self.get(f"{self.alertmanager}/api/v2/alerts")
+        return [a for a in alerts if a["labels"]["alertname"] == alertname]
+
+
+@pytest.fixture(scope="module")
+def monitoring(ansible_inventory):
+    return Monitoring(ansible_inventory)
+
+
+def test_prometheus_scrapes_exactly_the_fleet_and_every_target_is_up(monitoring):
+    expected = monitoring.expected_targets()
+    assert wait_for(
+        lambda: monitoring.targets() == dict.fromkeys(expected, "up"), SCRAPE_WAIT_S, 3
+    ), monitoring.targets()
+    # nodes x {node, ai-inference-service} + gateways x {node} + the monitoring host's own.
+    nodes, gateways = monitoring.groups["gpu_nodes"], monitoring.groups["gateways"]
+    assert len(expected) == 2 * len(nodes) + len(gateways) + 3
+
+
+def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
+    nodes, gateways = monitoring.groups["gpu_nodes"], monitoring.groups["gateways"]
+
+    def by_instance(expr):
+        return {r["metric"]["instance"]: r["value"][1] for r in monitoring.query(expr)}
+
+    assert wait_for(lambda: sorted(by_instance("ai_gpu_health_healthy")) == nodes, SCRAPE_WAIT_S, 3)
+    assert by_instance("ai_gpu_health_healthy") == dict.fromkeys(nodes, "1")
+    assert by_instance("ai_gpu_health_nvidia_smi_exit_code") == dict.fromkeys(nodes, "0")
+    assert by_instance("ai_gateway_membership_breaker_open") == dict.fromkeys(gateways, "0")
+    # The node exporter's own metric that the rules read, from every host.
+    assert sorted(by_instance('node_textfile_scrape_error{job="node"}')) == sorted(
+        nodes + gateways + monitoring.groups["monitoring"]
+    )
+    # The service's /metrics (its request counters) through the node firewall.
+    assert sorted(by_instance('up{job="ai-inference-service"}')) == nodes
+
+
+def test_the_rules_are_loaded_and_the_watchdog_reaches_alertmanager(monitoring):
+    wanted = {
+        rule["alert"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    groups = monitoring.get(f"{monitoring.prometheus}/api/v1/rules")["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    assert loaded == wanted
+    assert all(rule["health"] == "ok" for group in groups for rule in group["rules"])
+    assert wait_for(lambda: monitoring.in_alertmanager("Watchdog"), SCRAPE_WAIT_S, 3)
+
+
+@pytest.fixture
+def lab(ansible_inventory):
+    found = Lab(ansible_inventory)
+    if len(found.nodes) < 2:
+        pytest.skip("needs two GPU nodes: the last node is never held out")
+    yield found
+    found.heal()
+
+
+@needs_plays
+def test_a_stopped_exporter_alerts_within_2_minutes_and_the_node_keeps_serving(monitoring, lab):
+    name = sorted(lab.nodes)[0]
+    host = lab.nodes[name]
+    run_ok(host, "systemctl", "stop", "prometheus-node-exporter")
+    try:
+        started = time.monotonic()
+
+        def exporter_down():
+            return [a for a in monitoring.firing("ExporterDown") if a["labels"]["instance"] == name]
+
+        assert wait_for(exporter_down, EXPORTER_DOWN_GOAL_S + 30, 5), monitoring.targets()
+        fired_after = time.monotonic() - started
+        assert fired_after <= EXPORTER_DOWN_GOAL_S, f"ExporterDown after {fired_after:.0f} s"
+        assert exporter_down()[0]["labels"]["job"] == "node"
+        # Monitoring is not on the serving path: the node is in on every gateway.
+        assert lab.up_everywhere(name)
+        assert lab.verdict(name)["healthy"] is True
+    finally:
+        run_ok(host, "systemctl", "start", "prometheus-node-exporter")
+    assert wait_for(lambda: monitoring.targets().get(("node", name)) == "up", SCRAPE_WAIT_S, 3)
+
+
+@needs_plays
+def test_a_gpu_fault_fires_its_alerts_and_the_gateway_s(monitoring, lab):
+    name = sorted(lab.nodes)[-1]
+    lab.nvidia_smi_answers(name, "dbe")
+    assert wait_for(lambda: lab.down_everywhere(name), 15, 0.5)
+
+    def firing_for(alertname, label="instance"):
+        return [a for a in monitoring.firing(alertname) if a["labels"].get(label) == name]
+
+    # The checker's metrics reach Prometheus at the next scrape (15 s) and its
+    # rules evaluation (15 s); the gateway's NodeQuarantined names the node.
+    assert wait_for(lambda: firing_for("GpuNodeUnhealthy"), 75, 3), monitoring.firing(
+        "GpuNodeUnhealthy"
+    )
+    assert wait_for(lambda: firing_for("GpuEccUncorrectable"), 30, 3)
+    assert wait_for(lambda: firing_for("NodeQuarantined", "node"), 30, 3)
+    ecc = firing_for("GpuEccUncorrectable")[0]["labels"]
+    assert ecc["severity"] == "critical" and ecc["gpu"], ecc
+
+
+@needs_plays
+def test_with_the_monitoring_host_stopped_a_bad_gpu_is_still_out_within_10_s(monitoring, lab):
+    run_ok(monitoring.host, "systemctl", "stop", "prometheus", "prometheus-alertmanager")
+    try:
+        name = sorted(lab.nodes)[0]
+        started = time.monotonic()
+        lab.nvidia_smi_answers(name, "exit-18")
+        removed_after = lab.wait_removed(name, started)
+        assert removed_after <= 10, f"{name} held out after {removed_after:.1f} s"
+    finally:
+        run_ok(monitoring.host, "systemctl", "start", "prometheus", "prometheus-alertmanager")
+    assert wait_for(
+        lambda: monitoring.host.run(f"curl -fsS {monitoring.prometheus}/-/ready").rc == 0, 60, 2
+    )
