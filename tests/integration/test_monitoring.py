@@ -35,6 +35,7 @@ class Monitoring:
         """Read the inventory's groups; skip when it has no monitoring host."""
         groups = inventory_groups(inventory)
         self.groups = {name: sorted(groups.get(name, {}).get("hosts", [])) for name in groups}
+        self.inventory = inventory
         hosts = self.groups.get("monitoring", [])
         if not hosts:
             pytest.skip("the inventory has no monitoring host")
@@ -45,6 +46,9 @@ class Monitoring:
         self.alertmanager = (
             f"http://127.0.0.1:{variables.get('monitoring_alertmanager_port', 9093)}"
         )
+
+    def gateway_host(self, name: str):
+        return host_of(self.inventory, name)
 
     def get(self, url: str):
         return json.loads(run_ok(self.host, "curl", "-fsS", "--max-time", "10", url))
@@ -64,6 +68,7 @@ class Monitoring:
         monitors = self.groups.get("monitoring", [])
         expected = {("node", h) for h in nodes + gateways + monitors}
         expected |= {("ai-inference-service", h) for h in nodes}
+        expected |= {(job, h) for h in gateways for job in ("nginx", "access-log")}
         expected |= {("prometheus", self.name), ("alertmanager", self.name)}
         return expected
 
@@ -89,9 +94,10 @@ def test_prometheus_scrapes_exactly_the_fleet_and_every_target_is_up(monitoring)
     assert wait_for(
         lambda: monitoring.targets() == dict.fromkeys(expected, "up"), SCRAPE_WAIT_S, 3
     ), monitoring.targets()
-    # nodes x {node, ai-inference-service} + gateways x {node} + the monitoring host's own.
+    # nodes x {node, ai-inference-service} + gateways x {node, nginx, access-log}
+    # + the monitoring host's node exporter, Prometheus and Alertmanager.
     nodes, gateways = monitoring.groups["gpu_nodes"], monitoring.groups["gateways"]
-    assert len(expected) == 2 * len(nodes) + len(gateways) + 3
+    assert len(expected) == 2 * len(nodes) + 3 * len(gateways) + 3
 
 
 def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
@@ -110,6 +116,33 @@ def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
     )
     # The service's /metrics (its request counters) through the node firewall.
     assert sorted(by_instance('up{job="ai-inference-service"}')) == nodes
+
+
+def test_requests_through_each_gateway_are_counted_per_node(monitoring):
+    """The per-request log, read by mtail: every node that answered is named, each count grows."""
+    nodes, gateways = monitoring.groups["gpu_nodes"], monitoring.groups["gateways"]
+
+    def counts():
+        found = monitoring.query("sum by (instance, node) (ai_gateway_requests_total)")
+        return {(r["metric"]["instance"], r["metric"]["node"]): float(r["value"][1]) for r in found}
+
+    before = counts()
+    for gateway in gateways:
+        host = monitoring.gateway_host(gateway)
+        port = host.ansible.get_variables().get("ai_gateway_http_port", 80)
+        for _ in range(20):
+            run_ok(
+                host, "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{port}/api/v1/ai/info"
+            )
+    wanted = {(g, n) for g in gateways for n in nodes}
+
+    def grown():
+        now = counts()
+        return all(now.get(key, 0) > before.get(key, 0) for key in wanted)
+
+    assert wait_for(grown, SCRAPE_WAIT_S, 3), (before, counts())
+    up = {r["metric"]["instance"]: r["value"][1] for r in monitoring.query("nginx_up")}
+    assert up == dict.fromkeys(gateways, "1")
 
 
 def test_the_rules_are_loaded_and_the_watchdog_reaches_alertmanager(monitoring):

@@ -117,7 +117,7 @@ def node():
 # --- the variable sets, rendered by Ansible ---------------------------------------------
 
 
-def variable_sets(workdir: Path) -> dict[str, dict]:
+def variable_sets(workdir: Path, node_port: int = 8800) -> dict[str, dict]:
     """Each set's variables over the role's defaults (ports chosen free for the runs)."""
     tls = {
         "ai_gateway_tls_enabled": True,
@@ -179,6 +179,19 @@ def variable_sets(workdir: Path) -> dict[str, dict]:
             "ai_gateway_http_port": free_port(),
             "ai_gateway_limit_req_enabled": False,
             "ai_gateway_limit_conn_per_ip": 2,
+        },
+        # The request metrics: the per-request log (node names from the upstream
+        # entries, as nodes.yml builds them) and stub_status on loopback.
+        "metrics": {
+            **local,
+            "ai_gateway_http_port": free_port(),
+            "ai_gateway_metrics_enabled": True,
+            "ai_gateway_metrics_log": str(workdir / "ai-gateway-metrics.log"),
+            "ai_gateway_metrics_status_port": free_port(),
+            "__ai_gateway_entries": [
+                {"host_name": "gpu-1", "address": "127.0.0.1", "port": node_port},
+                {"host_name": "gpu-2", "address": "2001:db8::2", "port": 8800},
+            ],
         },
     }
 
@@ -264,7 +277,8 @@ pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 512; }}
 http {{
-    access_log off;
+    # As the distribution's nginx.conf has it: one access log for every server.
+    access_log {d}/access.log;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -339,8 +353,8 @@ def workdir():
 
 
 @pytest.fixture(scope="module")
-def sets(workdir):
-    return variable_sets(workdir)
+def sets(workdir, node):
+    return variable_sets(workdir, node)
 
 
 @pytest.fixture(scope="module")
@@ -449,6 +463,7 @@ def no_version(headers, body):
         "limits_off",
         "queued",
         "conn_limit",
+        "metrics",
     ],
 )
 def test_nginx_accepts_the_rendering(name, workdir, sets, rendered):
@@ -746,3 +761,41 @@ def test_tls_refuses_ciphers_without_forward_secrecy(run, sets):
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
     ):
         weak.wrap_socket(raw, server_hostname="gateway.test").close()
+
+
+def test_metrics_off_by_default_render_no_log_and_no_status_server(rendered):
+    assert "ai_gateway_metrics" not in rendered["defaults"]
+    assert "stub_status" not in rendered["defaults"]
+
+
+def test_each_proxied_request_is_logged_with_its_node_s_inventory_name(run, sets, workdir):
+    gateway = run("metrics")
+    port = sets["metrics"]["ai_gateway_http_port"]
+    for _ in range(3):
+        echoed(port)
+    # Not proxied: not logged.
+    assert request(port, "/health")[0] == 200
+    assert request(port, "/nothing-here")[0] == 404
+    log = workdir / "ai-gateway-metrics.log"
+    assert wait_lines(log, 3)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3, lines
+    for line in lines:
+        node, status, request_time, _ = line.split("|")
+        assert (node, status) == ("gpu-1", "200"), line
+        assert re.fullmatch(r"[0-9]+\.[0-9]{3}", request_time), line
+    # nginx's counters, for the nginx exporter, on loopback only.
+    status_port = sets["metrics"]["ai_gateway_metrics_status_port"]
+    code, _, body = request(status_port, "/stub_status")
+    assert code == 200 and body.startswith("Active connections:"), body
+    assert gateway.name == "metrics"
+
+
+def wait_lines(path: Path, count: int) -> bool:
+    """Wait until the log has ``count`` lines (nginx writes each at the request's end)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return True
+        time.sleep(0.05)
+    return False

@@ -21,9 +21,11 @@ RULE_TESTS = ROOT / "tests" / "unit" / "monitoring" / "ai-fleet.rules.test.yml"
 #: Programs whose metrics the node exporter's textfile collector publishes.
 CHECKER = ROOT / "roles" / "gpu_health" / "files" / "ai_gpu_health.py"
 MEMBERSHIP = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway_membership.py"
+#: The gateway's mtail program (its per-request log).
+MTAIL = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway.mtail"
 #: Metrics of Prometheus itself and of the distribution's node exporter that the
 #: rules use (tests/integration/test_monitoring.py finds them in the lab's Prometheus).
-OWN_METRICS = {"up", "node_textfile_scrape_error"}
+OWN_METRICS = {"up", "node_textfile_scrape_error", "nginx_up"}
 PROMQL_WORDS = {"and", "or", "unless", "on", "ignoring", "by", "without", "bool", "offset"}
 PROMQL_WORDS |= {"group_left", "group_right"}
 
@@ -65,7 +67,12 @@ def emitted() -> set[str]:
     """Every metric name the fleet's own programs write, plus Prometheus' and node exporter's."""
     checker = re.findall(r'family\(\s*"([a-z_]+)"', CHECKER.read_text())
     membership = re.findall(r"# TYPE ([a-z_]+) ", MEMBERSHIP.read_text())
-    return set(checker) | set(membership) | OWN_METRICS
+    mtail = set()
+    for kind, name in re.findall(r"^(counter|gauge|histogram) ([a-z_]+)", MTAIL.read_text(), re.M):
+        mtail |= {name} | (
+            {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else set()
+        )
+    return set(checker) | set(membership) | mtail | OWN_METRICS
 
 
 def test_promtool_accepts_the_rules():
@@ -111,7 +118,12 @@ def test_every_rule_has_a_severity_and_a_summary():
 
 def test_every_metric_a_rule_reads_is_written_by_an_exporter_of_the_fleet():
     known = emitted()
-    assert {"ai_gpu_health_healthy", "ai_gateway_membership_breaker_open"} <= known
+    assert {
+        "ai_gpu_health_healthy",
+        "ai_gateway_membership_breaker_open",
+        "ai_gateway_requests_total",
+        "ai_gateway_request_duration_seconds_bucket",
+    } <= known
     unknown = {
         rule["alert"]: sorted(metric_names(rule["expr"]) - known)
         for rule in rules()
