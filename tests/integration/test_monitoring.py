@@ -23,6 +23,8 @@ from fleet import host_of
 from gpu_faults import Lab
 
 RULES = ROOT / "roles" / "monitoring" / "files" / "ai-fleet.rules.yml"
+DASHBOARD = ROOT / "roles" / "monitoring" / "files" / "ai-fleet-dashboard.json"
+EXPORTER_METRICS = ROOT / "tests" / "unit" / "monitoring" / "exporter-metrics.yml"
 SCRAPE_WAIT_S = 60
 # ExporterDown: `for: 1m`, plus a scrape interval to notice and one to evaluate.
 EXPORTER_DOWN_GOAL_S = 120
@@ -116,6 +118,23 @@ def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
     )
     # The service's /metrics (its request counters) through the node firewall.
     assert sorted(by_instance('up{job="ai-inference-service"}')) == nodes
+
+
+def test_every_exporter_metric_the_rules_and_dashboard_read_exists(monitoring):
+    """The distribution's exporters' names (tests/unit/monitoring/exporter-metrics.yml) are real."""
+    listed = yaml.safe_load(EXPORTER_METRICS.read_text())
+    names = {name for group in listed.values() for name in group}
+
+    def missing():
+        return sorted(n for n in names if not monitoring.query(f"count({n})"))
+
+    assert wait_for(lambda: not missing(), SCRAPE_WAIT_S, 3), missing()
+
+
+def test_the_dashboard_is_installed_for_grafana(monitoring):
+    installed = monitoring.host.file("/usr/local/share/ai-fleet/grafana/ai-fleet-dashboard.json")
+    assert installed.exists
+    assert json.loads(installed.content_string) == json.loads(DASHBOARD.read_text())
 
 
 def test_requests_through_each_gateway_are_counted_per_node(monitoring):

@@ -1,4 +1,4 @@
-"""The fleet's alert rules (roles/monitoring/files/ai-fleet.rules.yml), proven with promtool.
+"""The fleet's alert rules and dashboard (roles/monitoring/files/), proven with promtool.
 
 promtool comes from the distribution's prometheus package, the one the
 monitoring host runs (scripts/promtool.sh unpacks it into .cache; the test
@@ -7,6 +7,7 @@ command does so before the unit tests).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,9 +24,14 @@ CHECKER = ROOT / "roles" / "gpu_health" / "files" / "ai_gpu_health.py"
 MEMBERSHIP = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway_membership.py"
 #: The gateway's mtail program (its per-request log).
 MTAIL = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway.mtail"
-#: Metrics of Prometheus itself and of the distribution's node exporter that the
-#: rules use (tests/integration/test_monitoring.py finds them in the lab's Prometheus).
-OWN_METRICS = {"up", "node_textfile_scrape_error", "nginx_up"}
+DASHBOARD = ROOT / "roles" / "monitoring" / "files" / "ai-fleet-dashboard.json"
+#: Metrics of Prometheus itself and of the distribution's exporters that the
+#: rules and the dashboard use (tests/integration/test_monitoring.py finds them
+#: in the lab's Prometheus).
+EXPORTER_METRICS = ROOT / "tests" / "unit" / "monitoring" / "exporter-metrics.yml"
+OWN_METRICS = {
+    name for names in yaml.safe_load(EXPORTER_METRICS.read_text()).values() for name in names
+}
 PROMQL_WORDS = {"and", "or", "unless", "on", "ignoring", "by", "without", "bool", "offset"}
 PROMQL_WORDS |= {"group_left", "group_right"}
 
@@ -128,6 +134,56 @@ def test_every_metric_a_rule_reads_is_written_by_an_exporter_of_the_fleet():
         rule["alert"]: sorted(metric_names(rule["expr"]) - known)
         for rule in rules()
         if metric_names(rule["expr"]) - known
+    }
+    assert unknown == {}
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of the dashboard."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+def test_the_dashboard_is_grafana_json_on_a_chosen_prometheus():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "ai-fleet"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    queried = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(queried) >= 15
+    for panel in queried:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_promtool_parses_every_query_of_the_dashboard(tmp_path):
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query{i}", "expr": expr}
+                    for i, (_, expr) in enumerate(dashboard_exprs())
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_metric_the_dashboard_reads_is_written_by_an_exporter_of_the_fleet():
+    known = emitted()
+    unknown = {
+        title: sorted(metric_names(expr) - known)
+        for title, expr in dashboard_exprs()
+        if metric_names(expr) - known
     }
     assert unknown == {}
 
