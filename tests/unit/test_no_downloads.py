@@ -53,6 +53,8 @@ KEYWORDS = {
     "block", "rescue", "always", "listen", "ignore_errors", "environment", "delegate_to",
     "run_once",
 }  # fmt: skip
+#: The programs the command tasks may run (nothing that fetches).
+LOCAL_COMMANDS = {"date"}
 #: What a download would look like in a local module's arguments.
 REMOTE = re.compile(r"(https?|ftp)://(?!127\.0\.0\.1|\[::1\]|localhost)", re.I)
 
@@ -96,6 +98,12 @@ def test_every_task_calls_a_module_that_fetches_nothing(path):
             problems.append(f"{task.get('name')}: names a remote URL")
         if module == "ansible.builtin.apt" and isinstance(arguments, dict) and "deb" in arguments:
             problems.append(f"{task.get('name')}: apt deb= downloads a package file")
+        if module == "ansible.builtin.command":
+            argv = arguments.get("argv") if isinstance(arguments, dict) else None
+            if not argv or argv[0] not in LOCAL_COMMANDS:
+                problems.append(
+                    f"{task.get('name')}: runs {argv or arguments!r}, not a known local command"
+                )
     assert problems == []
 
 
