@@ -25,7 +25,7 @@ pytestmark = needs_plays
 GATEWAY_PLAY = ROOT / "playbooks" / "gateways.yml"
 SITE = "/etc/nginx/conf.d/ai_gateway.conf"
 INCLUDE = "/etc/nginx/ai-gateway.d/ai_inference_service.servers.local.conf"
-TAKEN_PORT = 8089
+TAKEN_PORT = 8097
 
 
 @pytest.fixture(scope="module")
