@@ -8,7 +8,12 @@ One filter, documented in the adjacent ``ai_monitoring_targets.yml``
     group per host, ``{"targets": ["<address>:<port>"], "labels": {"instance":
     "<inventory host name>", ...}}``.
 
-The result is deterministic (hosts sorted in natural order, ``gpu-2`` before
+``ai_listen_host(listen)`` / ``ai_local_host(listen)``
+    A listen address as a URL or a flag writes it (IPv6 in brackets), and the
+    address a role reads its own service at on the host itself (loopback for a
+    service that listens on every address).
+
+The target list is deterministic (hosts sorted in natural order, ``gpu-2`` before
 ``gpu-10``) and every input is validated: errors raise ``AnsibleFilterError``
 with a message that names the host and the variable at fault.
 """
@@ -158,9 +163,33 @@ def ai_monitoring_targets(hosts, hostvars, port_var, port, *, labels=None, enabl
         raise AnsibleFilterError(f"ai_monitoring_targets: {e}") from None
 
 
+def ai_listen_host(listen):
+    """Return a listen address as URLs and ``host:port`` flags write it (IPv6 in brackets)."""
+    text = str(listen)
+    return f"[{text}]" if ":" in text else text
+
+
+def ai_local_host(listen):
+    """Return where a service listening on ``listen`` is reached from its own host.
+
+    ``0.0.0.0`` (or empty) is reached at ``127.0.0.1``, ``::`` at ``[::1]``; a
+    single address at itself (IPv6 in brackets).
+    """
+    text = str(listen)
+    if text in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if text == "::":
+        return "[::1]"
+    return ai_listen_host(text)
+
+
 class FilterModule:
     """The project's monitoring filters."""
 
     def filters(self):
         """Map filter names to functions."""
-        return {"ai_monitoring_targets": ai_monitoring_targets}
+        return {
+            "ai_monitoring_targets": ai_monitoring_targets,
+            "ai_listen_host": ai_listen_host,
+            "ai_local_host": ai_local_host,
+        }

@@ -126,3 +126,22 @@ def test_labels_prometheus_would_refuse_are_refused(labels, message):
 )
 def test_bad_arguments_are_refused(hosts, port_var, port):
     assert fails(hosts, {"a": {}}, port_var, port).startswith("ai_monitoring_targets: ")
+
+
+@pytest.mark.parametrize(
+    ("listen", "local", "written"),
+    [
+        ("0.0.0.0", "127.0.0.1", "0.0.0.0"),
+        ("", "127.0.0.1", ""),
+        ("::", "[::1]", "[::]"),
+        ("10.0.0.5", "10.0.0.5", "10.0.0.5"),
+        ("2001:db8::5", "[2001:db8::5]", "[2001:db8::5]"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
+    ],
+)
+def test_where_a_role_reads_its_own_service_and_how_a_listen_address_is_written(
+    listen, local, written
+):
+    module = load_plugin("filter", "ai_monitoring")
+    assert module.ai_local_host(listen) == local
+    assert module.ai_listen_host(listen) == written
