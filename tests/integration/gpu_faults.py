@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from conftest import inventory_groups, run_ok, wait_for
+from conftest import ROOT, inventory_groups, run_ok, wait_for
 from fleet import container_address, host_of
 
 SETTINGS = "/etc/ai-gateway/membership.json"
@@ -22,12 +22,27 @@ METRICS = "/var/lib/prometheus/node-exporter/ai_gateway_membership.prom"
 CHECKER_METRICS = "/var/lib/prometheus/node-exporter/ai_gpu_health.prom"
 FAKE_STATE = "/etc/ai-gpu-health/fake-nvidia-smi.state"
 ACK_FILE = "/var/lib/ai-gpu-health/acknowledged.json"
+# The dcgm-exporter stand-in's fault file, in its container (tests/images/dcgm-exporter).
+DCGM_CONTAINER = "dcgm-exporter"
+DCGM_FAULTS = "/var/lib/dcgm-standin/faults.json"
+DCGM_COUNTERS = ROOT / "roles" / "dcgm_exporter" / "files" / "ai-fleet-counters.csv"
 # How a driver logs each fault (NVRM lines as the kernel log has them).
 XID_LINES = {
     79: "NVRM: Xid (PCI:0000:18:00): 79, pid=0, name=python3, GPU has fallen off the bus.",
     13: "NVRM: Xid (PCI:0000:2a:00): 13, pid=2210, name=python3, Graphics SM Warp Exception "
     "on (GPC 0, TPC 1, SM 0): Illegal Instruction Encoding",
 }
+
+
+def dcgm_counters() -> set[str]:
+    """The metric names of the project's dcgm-exporter counters (label-type fields are labels)."""
+    names = set()
+    for line in DCGM_COUNTERS.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, kind, _ = (part.strip() for part in line.split(",", 2))
+            if kind != "label":
+                names.add(name)
+    return names
 
 
 class Lab:
@@ -80,6 +95,19 @@ class Lab:
         run_ok(host, "mkdir", "-p", "/etc/ai-gpu-health")
         run_ok(host, "sh", "-c", f"echo {output_set} > {FAKE_STATE}")
 
+    def dcgm_faults(self, name: str, faults: dict) -> None:
+        """What the node's dcgm-exporter stand-in reports from its next scrape ({}: healthy)."""
+        text = json.dumps(faults)
+        run_ok(
+            self.nodes[name],
+            "docker",
+            "exec",
+            DCGM_CONTAINER,
+            "sh",
+            "-c",
+            f"mkdir -p $(dirname {DCGM_FAULTS}) && printf '%s' '{text}' > {DCGM_FAULTS}",
+        )
+
     def wait_removed(self, name: str, since: float) -> float:
         """Seconds from ``since`` until the node is down on every gateway."""
         deadline = since + 60
@@ -110,6 +138,7 @@ class Lab:
         """Every node answers healthy, its faults acknowledged, and is in on every gateway."""
         for name, host in self.nodes.items():
             self.nvidia_smi_answers(name, "healthy")
+            self.dcgm_faults(name, {})
             # What a test left standing is acknowledged (as playbooks/undrain.yml does).
             run_ok(host, "sh", "-c", f"echo '{{\"acknowledged_at\": '$(date +%s)'}}' > {ACK_FILE}")
         for name in self.nodes:

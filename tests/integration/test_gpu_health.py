@@ -159,6 +159,23 @@ def test_an_nvidia_smi_fault_is_out_within_10_s_and_back_once_it_clears(lab, out
 
 
 @pytest.mark.usefixtures("healthy_again")
+def test_a_failing_dcgm_health_watch_is_out_within_10_s_and_back_once_it_passes(lab):
+    name = sorted(lab.nodes)[-1]
+    fail = {"watch": "MEM", "status": 20, "code": "DCGM_FR_VOLATILE_DBE_DETECTED"}
+    started = time.monotonic()
+    lab.dcgm_faults(name, {"gpus": {"2": {"health": fail}}})
+    removed_after = lab.wait_removed(name, started)
+    record("dcgm-health-fail", removed_after)
+    assert removed_after <= REMOVAL_GOAL_S, f"{name} held out after {removed_after:.1f} s"
+    causes = lab.verdict(name)["causes"]
+    assert [(c["kind"], c["watch"]) for c in causes] == [("dcgm_health", "MEM")], causes
+    assert "DCGM_FR_VOLATILE_DBE_DETECTED" in causes[0]["detail"]
+    # A level: once DCGM's watch passes again the node returns, no acknowledgement needed.
+    lab.dcgm_faults(name, {})
+    assert wait_for(lambda: lab.up_everywhere(name), 60, 1), f"{name} did not return"
+
+
+@pytest.mark.usefixtures("healthy_again")
 def test_an_application_xid_alerts_and_the_node_stays_in(lab):
     name = sorted(lab.nodes)[0]
     lab.inject_xid(name, 13)
@@ -193,6 +210,74 @@ def test_every_node_failing_holds_out_at_most_half_and_opens_the_breaker(lab):
         assert wait_for(lambda n=name: lab.verdict(n)["healthy"], 20, 0.5)
     time.sleep(3)
     assert all(lab.breaker_open(g) for g in lab.gateways)
+
+
+# A DCGM health watch that fails on one GPU (read by the checker every round).
+DCGM_FAIL = {
+    "gpus": {"0": {"health": {"watch": "PCIE", "status": 20, "code": "DCGM_FR_PCI_REPLAY_RATE"}}}
+}
+# A fault back every 30 s for 5 minutes, each time for 22 s: its healthy gaps
+# (8 s) are shorter than the time a node must answer healthy before it returns
+# (the lab: 15 s), so the node goes out once and comes back once it stops.
+FLAP_PERIOD_S, FLAP_BAD_S, FLAP_FOR_S = 30, 22, 300
+
+
+@pytest.mark.usefixtures("healthy_again")
+def test_a_fault_flapping_every_30_s_for_5_minutes_changes_membership_at_most_twice(lab):
+    name = sorted(lab.nodes)[-1]
+    assert lab.settings["rules"]["return_after_s"] > FLAP_PERIOD_S - FLAP_BAD_S, lab.settings
+    seen = {gateway: [False] for gateway in lab.gateways}
+
+    def observe() -> bool:
+        """Note each gateway's change of the node's state; True when it is in everywhere."""
+        for gateway, states in seen.items():
+            down = lab.down_on(gateway, name)
+            if states[-1] != down:
+                states.append(down)
+        return not any(states[-1] for states in seen.values())
+
+    started = time.monotonic()
+    while time.monotonic() - started < FLAP_FOR_S:
+        cycle = time.monotonic()
+        lab.dcgm_faults(name, DCGM_FAIL)
+        while time.monotonic() - cycle < FLAP_BAD_S:
+            observe()
+            time.sleep(0.5)
+        lab.dcgm_faults(name, {})
+        while time.monotonic() - cycle < FLAP_PERIOD_S:
+            observe()
+            time.sleep(0.5)
+    # The fault stopped: back once healthy long enough.
+    assert wait_for(observe, 90, 1), seen
+    for gateway, states in seen.items():
+        # In, out once, back once: two changes.
+        assert states == [False, True, False], (gateway, states)
+
+
+@pytest.mark.usefixtures("healthy_again")
+def test_an_operator_drained_node_whose_gpus_recover_stays_drained(lab):
+    name = sorted(lab.nodes)[0]
+    drain = run_playbook(
+        lab.inventory, ROOT / "playbooks" / "drain.yml", args=("-e", f"ai_fleet_nodes={name}")
+    )
+    assert drain.returncode == 0, (drain.stdout + drain.stderr)[-3000:]
+    try:
+        assert lab.down_everywhere(name)
+        lab.dcgm_faults(name, DCGM_FAIL)
+        assert wait_for(lambda: not lab.verdict(name)["healthy"], 20, 0.5)
+        lab.dcgm_faults(name, {})
+        assert wait_for(lambda: lab.verdict(name)["healthy"], 20, 0.5)
+        # Healthy for longer than a held-out node needs to return: still drained.
+        time.sleep(lab.settings["rules"]["return_after_s"] + 10)
+        assert lab.down_everywhere(name)
+        for gateway in lab.gateways:
+            assert f"returned: {name}" not in lab.service_log(gateway)
+    finally:
+        undrain = run_playbook(
+            lab.inventory, ROOT / "playbooks" / "undrain.yml", args=("-e", f"ai_fleet_nodes={name}")
+        )
+    assert undrain.returncode == 0, (undrain.stdout + undrain.stderr)[-3000:]
+    assert wait_for(lambda: lab.up_everywhere(name), 60, 1)
 
 
 def test_removal_times_meet_the_goal():

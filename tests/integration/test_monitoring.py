@@ -4,7 +4,9 @@ Prometheus and Alertmanager run on the monitoring group's hosts (role
 monitoring), a node exporter on every host (role node_exporter). The targets
 are computed here from the inventory, as the role computes them: job `node` on
 every GPU node, gateway and monitoring host, job `ai-inference-service` on every
-GPU node, and Prometheus and Alertmanager themselves.
+GPU node, job `dcgm` (NVIDIA's dcgm-exporter, role dcgm_exporter; a stand-in
+image in the lab) on every GPU node with GPUs, and Prometheus and Alertmanager
+themselves.
 
 The fault tests (a stopped exporter, a GPU fault, a stopped monitoring host)
 change the lab and put it back: molecule only, or AI_FLEET_PLAY_TESTS=1 against a lab.
@@ -20,7 +22,7 @@ import pytest
 import yaml
 from conftest import ROOT, inventory_groups, needs_plays, run_ok, wait_for
 from fleet import host_of
-from gpu_faults import Lab
+from gpu_faults import CHECKER_METRICS, DCGM_CONTAINER, Lab, dcgm_counters
 
 RULES = ROOT / "roles" / "monitoring" / "files" / "ai-fleet.rules.yml"
 DASHBOARD = ROOT / "roles" / "monitoring" / "files" / "ai-fleet-dashboard.json"
@@ -69,7 +71,7 @@ class Monitoring:
         nodes, gateways = self.groups.get("gpu_nodes", []), self.groups.get("gateways", [])
         monitors = self.groups.get("monitoring", [])
         expected = {("node", h) for h in nodes + gateways + monitors}
-        expected |= {("ai-inference-service", h) for h in nodes}
+        expected |= {(job, h) for h in nodes for job in ("ai-inference-service", "dcgm")}
         expected |= {(job, h) for h in gateways for job in ("nginx", "access-log")}
         expected |= {("prometheus", self.name), ("alertmanager", self.name)}
         return expected
@@ -96,11 +98,11 @@ def test_prometheus_scrapes_exactly_the_fleet_and_every_target_is_up(monitoring)
     assert wait_for(
         lambda: monitoring.targets() == dict.fromkeys(expected, "up"), SCRAPE_WAIT_S, 3
     ), monitoring.targets()
-    # Prometheus' own count: nodes x {node, ai-inference-service} + gateways x
-    # {node, nginx, access-log} + the monitoring host's node exporter, Prometheus
-    # and Alertmanager.
+    # Prometheus' own count: nodes x {node, dcgm, ai-inference-service} + gateways
+    # x {node, nginx, access-log} + the monitoring host's node exporter,
+    # Prometheus and Alertmanager.
     nodes, gateways = monitoring.groups["gpu_nodes"], monitoring.groups["gateways"]
-    assert len(monitoring.targets()) == 2 * len(nodes) + 3 * len(gateways) + 3
+    assert len(monitoring.targets()) == 3 * len(nodes) + 3 * len(gateways) + 3
 
 
 def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
@@ -127,6 +129,41 @@ def test_the_fleet_s_own_metrics_arrive_for_every_node_and_gateway(monitoring):
     # Each target is scraped on its own schedule (a monitoring host just
     # started has not scraped all of them yet).
     assert wait_for(lambda: found() == wanted, SCRAPE_WAIT_S, 3), found()
+
+
+def test_every_dcgm_counter_arrives_for_every_gpu_of_every_node(monitoring):
+    """Each metric of the counters file, per GPU, with dcgm-exporter's labels."""
+    nodes = monitoring.groups["gpu_nodes"]
+    counters = dcgm_counters()
+    labels = {"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"}
+
+    def missing():
+        found = monitoring.query(
+            'count by (__name__, instance) ({job="dcgm", __name__=~"DCGM_.*"})'
+        )
+        seen = {(r["metric"]["__name__"], r["metric"]["instance"]) for r in found}
+        return sorted({(c, n) for c in counters for n in nodes} - seen)
+
+    assert wait_for(lambda: not missing(), SCRAPE_WAIT_S, 3), missing()
+    for name in nodes:
+        temps = monitoring.query(f'DCGM_FI_DEV_GPU_TEMP{{job="dcgm", instance="{name}"}}')
+        assert len(temps) == 8, temps
+        for sample in temps:
+            assert labels <= set(sample["metric"]), sample["metric"]
+            assert sample["metric"]["DCGM_FI_DRIVER_VERSION"], sample["metric"]
+
+
+@needs_plays
+def test_a_gpu_temperature_dcgm_reports_reaches_prometheus(monitoring, lab):
+    name = sorted(lab.nodes)[0]
+    lab.dcgm_faults(name, {"gpus": {"1": {"temperature": 93}}})
+    try:
+        query = f'DCGM_FI_DEV_GPU_TEMP{{job="dcgm", instance="{name}", gpu="1"}}'
+        assert wait_for(
+            lambda: [r["value"][1] for r in monitoring.query(query)] == ["93"], SCRAPE_WAIT_S, 3
+        ), monitoring.query(query)
+    finally:
+        lab.dcgm_faults(name, {})
 
 
 def test_every_exporter_metric_the_rules_and_dashboard_read_exists(monitoring):
@@ -216,6 +253,37 @@ def test_a_stopped_exporter_alerts_within_2_minutes_and_the_node_keeps_serving(m
     finally:
         run_ok(host, "systemctl", "start", "prometheus-node-exporter")
     assert wait_for(lambda: monitoring.targets().get(("node", name)) == "up", SCRAPE_WAIT_S, 3)
+
+
+@needs_plays
+def test_a_stopped_dcgm_exporter_alerts_within_2_minutes_and_membership_is_unaffected(
+    monitoring, lab
+):
+    name = sorted(lab.nodes)[-1]
+    host = lab.nodes[name]
+    run_ok(host, "docker", "stop", DCGM_CONTAINER)
+    try:
+        started = time.monotonic()
+
+        def exporter_down():
+            return [
+                a
+                for a in monitoring.firing("ExporterDown")
+                if a["labels"]["instance"] == name and a["labels"]["job"] == "dcgm"
+            ]
+
+        assert wait_for(exporter_down, EXPORTER_DOWN_GOAL_S + 30, 5), monitoring.targets()
+        fired_after = time.monotonic() - started
+        assert fired_after <= EXPORTER_DOWN_GOAL_S, f"ExporterDown after {fired_after:.0f} s"
+        # The checker cannot read DCGM's watches, which changes nothing: the
+        # node stays healthy and in on every gateway.
+        metrics = host.file(CHECKER_METRICS).content_string
+        assert "ai_gpu_health_dcgm_up 0" in metrics, metrics
+        assert lab.verdict(name)["healthy"] is True
+        assert lab.up_everywhere(name)
+    finally:
+        run_ok(host, "docker", "start", DCGM_CONTAINER)
+    assert wait_for(lambda: monitoring.targets().get(("dcgm", name)) == "up", SCRAPE_WAIT_S, 3)
 
 
 @needs_plays

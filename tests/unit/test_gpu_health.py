@@ -19,9 +19,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from plugin_loader import ROOT, load_module
@@ -338,6 +340,69 @@ def test_row_remapping_failure_removes_and_pending_alerts():
     assert causes == [] and [(a["kind"], a["gpu"]) for a in alerts] == [
         ("row_remap_pending", "0000:5d:00")
     ]
+
+
+# --- DCGM's health watches (dcgm-exporter's /metrics) ---------------------------------------
+
+DCGM_LABELS = (
+    'gpu="{gpu}",UUID="GPU-{gpu}",pci_bus_id="00000000:{bus}:00.0",device="nvidia{gpu}",'
+    'modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-1",DCGM_FI_DRIVER_VERSION="580.95.05"'
+)
+
+
+def dcgm_metrics(results: dict[tuple[int, str], tuple[int, str]]) -> str:
+    """dcgm-exporter's health family for GPUs 0 and 1, every watch passing unless in ``results``."""
+    lines = [
+        "# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).",
+        "# TYPE DCGM_FI_DEV_GPU_TEMP gauge",
+        f"DCGM_FI_DEV_GPU_TEMP{{{DCGM_LABELS.format(gpu=0, bus='18')}}} 41",
+        "# HELP DCGM_EXP_GPU_HEALTH_STATUS Current DCGM-reported GPU health status.",
+        "# TYPE DCGM_EXP_GPU_HEALTH_STATUS gauge",
+    ]
+    for gpu, bus in ((0, "18"), (1, "2A")):
+        for watch in ("PCIE", "MEM", "THERMAL"):
+            value, code = results.get((gpu, watch), (0, "DCGM_FR_OK"))
+            labels = DCGM_LABELS.format(gpu=gpu, bus=bus)
+            lines.append(
+                f'DCGM_EXP_GPU_HEALTH_STATUS{{{labels},health_watch="{watch}",'
+                f'health_error_code="{code}"}} {value}'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def test_a_failing_dcgm_health_watch_removes_and_a_warning_alerts():
+    assert health.dcgm_health_findings(dcgm_metrics({})) == ([], [])
+    causes, alerts = health.dcgm_health_findings(
+        dcgm_metrics(
+            {
+                (1, "MEM"): (20, "DCGM_FR_VOLATILE_DBE_DETECTED"),
+                (0, "THERMAL"): (10, "DCGM_FR_CLOCKS_EVENT_THERMAL"),
+            }
+        )
+    )
+    assert [(c["kind"], c["tier"], c["gpu"], c["watch"]) for c in causes] == [
+        ("dcgm_health", "remove", "0000:2a:00", "MEM")
+    ]
+    assert "DCGM_FR_VOLATILE_DBE_DETECTED" in causes[0]["detail"]
+    assert [(a["tier"], a["gpu"], a["watch"]) for a in alerts] == [
+        ("alert", "0000:18:00", "THERMAL")
+    ]
+    result = health.verdict(
+        "gpu-1",
+        xids=[],
+        acknowledged_at=0.0,
+        smi=([], [], []),
+        remap=([], []),
+        expected_gpus=8,
+        now=1000.0,
+        dcgm=(causes, alerts),
+    )
+    assert result["healthy"] is False and result["causes"] == causes
+    # Other families, comments and unparsable values are not health results.
+    assert health.dcgm_health_findings('DCGM_EXP_GPU_HEALTH_STATUS{gpu="0"} NaNx\n# x\n') == (
+        [],
+        [],
+    )
 
 
 # --- verdicts and metrics --------------------------------------------------------------------
@@ -742,3 +807,60 @@ def test_an_unwritable_textfile_folder_is_logged_once_and_the_checks_go_on(insta
     assert checker.round(time.time())["healthy"] is True
     assert capsys.readouterr().err.count("cannot write") == 1
     assert list(tmp.glob("missing*")) == []
+
+
+class DcgmStandIn:
+    """A loopback HTTP server that answers /metrics with ``self.text`` (dcgm-exporter's part)."""
+
+    def __init__(self):
+        """Serve on a free loopback port, in a thread."""
+        owner = self
+        self.text = dcgm_metrics({})
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = owner.text.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_the_program_reads_dcgm_health_and_an_absent_exporter_changes_nothing(installed):
+    tmp, args, env = installed
+    dcgm = DcgmStandIn()
+    try:
+        once = [*args, "--once", "--smi-timeout=2", f"--dcgm-url={dcgm.url}"]
+        done = subprocess.run(once, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stdout
+        prom = (tmp / "textfile" / "ai_gpu_health.prom").read_text()
+        assert metric_samples(prom)["ai_gpu_health_dcgm_up"] == [("", 1.0)]
+        dcgm.text = dcgm_metrics({(0, "PCIE"): (20, "DCGM_FR_PCI_REPLAY_RATE")})
+        done = subprocess.run(once, capture_output=True, text=True, env=env, check=False)
+        result = json.loads(done.stdout)
+        assert done.returncode == 1
+        assert [(c["kind"], c["gpu"], c["watch"]) for c in result["causes"]] == [
+            ("dcgm_health", "0000:18:00", "PCIE")
+        ]
+    finally:
+        dcgm.server.shutdown()
+        dcgm.server.server_close()
+    # The exporter gone: no cause, and the metric says it was not read.
+    done = subprocess.run(
+        [*args, "--once", "--smi-timeout=2", f"--dcgm-url={dcgm.url}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    assert "dcgm-exporter" in done.stderr and "cannot be read" in done.stderr
+    prom = (tmp / "textfile" / "ai_gpu_health.prom").read_text()
+    assert metric_samples(prom)["ai_gpu_health_dcgm_up"] == [("", 0.0)]

@@ -25,6 +25,8 @@ MEMBERSHIP = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway_membership.py
 #: The gateway's mtail program (its per-request log).
 MTAIL = ROOT / "roles" / "ai_gateway" / "files" / "ai_gateway.mtail"
 DASHBOARD = ROOT / "roles" / "monitoring" / "files" / "ai-fleet-dashboard.json"
+#: dcgm-exporter's counters (its metric names; the lab's stand-in writes exactly these).
+COUNTERS = ROOT / "roles" / "dcgm_exporter" / "files" / "ai-fleet-counters.csv"
 #: Metrics of Prometheus itself and of the distribution's exporters that the
 #: rules and the dashboard use (tests/integration/test_monitoring.py finds them
 #: in the lab's Prometheus).
@@ -78,7 +80,18 @@ def emitted() -> set[str]:
         mtail |= {name} | (
             {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else set()
         )
-    return set(checker) | set(membership) | mtail | OWN_METRICS
+    return set(checker) | set(membership) | mtail | dcgm_counters() | OWN_METRICS
+
+
+def dcgm_counters() -> set[str]:
+    """The metric names of dcgm-exporter's counters file (its label-type fields are labels)."""
+    names = set()
+    for line in COUNTERS.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, kind, _ = (part.strip() for part in line.split(",", 2))
+            if kind != "label":
+                names.add(name)
+    return names
 
 
 def test_promtool_accepts_the_rules():
@@ -129,6 +142,8 @@ def test_every_metric_a_rule_reads_is_written_by_an_exporter_of_the_fleet():
         "ai_gateway_membership_breaker_open",
         "ai_gateway_requests_total",
         "ai_gateway_request_duration_seconds_bucket",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_EXP_GPU_HEALTH_STATUS",
     } <= known
     unknown = {
         rule["alert"]: sorted(metric_names(rule["expr"]) - known)

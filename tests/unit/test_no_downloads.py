@@ -2,9 +2,11 @@
 
 The node exporter, Prometheus, Alertmanager, the gateways' exporters and the
 GPU health checker come from the distribution's packages (through the package
-sources the host already has) or from the project's own files. Every task of
-these roles calls a module that fetches nothing from elsewhere, and the URLs
-they read are the host's own services, on loopback.
+sources the host already has) or from the project's own files; dcgm-exporter's
+image from an archive shipped from the controller, or from the site's own
+registry when the operator chooses it (the node stack's two sources). Every
+task of these roles calls a module that fetches nothing from elsewhere, and
+the URLs they read are the host's own services, on loopback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ TASK_FILES = sorted(
         *(ROOT / "roles" / "node_exporter" / "tasks").glob("*.yml"),
         *(ROOT / "roles" / "monitoring" / "tasks").glob("*.yml"),
         *(ROOT / "roles" / "gpu_health" / "tasks").glob("*.yml"),
+        *(ROOT / "roles" / "dcgm_exporter" / "tasks").glob("*.yml"),
         ROOT / "roles" / "ai_gateway" / "tasks" / "metrics.yml",
         ROOT / "roles" / "ai_gateway" / "tasks" / "metrics_absent.yml",
         ROOT / "roles" / "ai_gateway" / "tasks" / "membership.yml",
@@ -44,8 +47,17 @@ LOCAL_MODULES = {
     "ansible.builtin.include_tasks",
     "ansible.builtin.command",
     "ansible.builtin.uri",
+    "ansible.builtin.find",
     "ai_settings_check",
+    "nvidia_gpu_facts",
+    "community.docker.docker_container",
+    "community.docker.docker_image_info",
+    # Only to load an archive (checked below).
+    "community.docker.docker_image",
 }
+#: The one task file that pulls an image: from the registry the operator names
+#: (dcgm_exporter_image_source: registry), as the node stack's images come.
+REGISTRY_PULLS = {ROOT / "roles" / "dcgm_exporter" / "tasks" / "image-registry.yml"}
 #: Task keywords, not modules.
 KEYWORDS = {
     "name", "when", "loop", "loop_control", "register", "notify", "vars", "tags", "become",
@@ -92,6 +104,10 @@ def test_every_task_calls_a_module_that_fetches_nothing(path):
         if module is None:
             continue
         arguments = task[module]
+        if module == "community.docker.docker_image_pull" and path in REGISTRY_PULLS:
+            continue
+        if module == "community.docker.docker_image" and arguments.get("source") != "load":
+            problems.append(f"{task.get('name')}: docker_image other than source: load")
         if module not in LOCAL_MODULES:
             problems.append(f"{task.get('name')}: {module} is not known to stay on the host")
         if REMOTE.search(yaml.safe_dump(arguments)):
@@ -110,7 +126,7 @@ def test_every_task_calls_a_module_that_fetches_nothing(path):
 def test_the_urls_the_roles_read_are_the_host_s_own():
     """Every uri task reads a URL built from a role variable that points at loopback."""
     role_vars = {}
-    for role in ("node_exporter", "monitoring", "gpu_health", "ai_gateway"):
+    for role in ("node_exporter", "monitoring", "gpu_health", "ai_gateway", "dcgm_exporter"):
         role_vars.update(yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text()))
     for path in TASK_FILES:
         for task in tasks(path):

@@ -13,7 +13,11 @@ host's own Python). Every ``--interval`` seconds it reads:
   not loaded, 12 NVML missing, 15 GPU lost, 18 driver/library mismatch, ...),
   the number of GPUs against ``--expected-gpus``, uncorrectable (double-bit)
   ECC errors since the driver loaded, retired pages pending, the temperature;
-  and row remapping (every ``--remap-interval`` seconds): a remap failure.
+  and row remapping (every ``--remap-interval`` seconds): a remap failure;
+- DCGM's health watches, where NVIDIA's dcgm-exporter runs on the node
+  (``--dcgm-url``, its ``/metrics``): a watch that fails removes the node
+  while it fails, one that warns alerts. An exporter that does not answer
+  changes nothing (the monitoring alerts on it).
 
 It publishes the verdict as JSON on ``http://<listen>:<port>/verdict`` (200
 when healthy, 503 when not; the gateways' membership service polls it) to
@@ -41,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # nvidia_smi.py is installed beside this file (from plugins/module_utils/).
@@ -333,6 +338,49 @@ def remap_findings(rows: dict[str, dict]) -> tuple[list, list]:
     return causes, alerts
 
 
+# dcgm-exporter's DCGM health watches: one sample per GPU and watch, 0 pass, 10 warn, 20 fail.
+DCGM_HEALTH_METRIC = "DCGM_EXP_GPU_HEALTH_STATUS"
+DCGM_WARN = 10
+DCGM_FAIL = 20
+_PROM_SAMPLE = re.compile(
+    r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)"
+)
+_PROM_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def dcgm_health_findings(text: str) -> tuple[list, list]:
+    """(causes, alerts) from dcgm-exporter's metrics: a failing watch removes, a warning alerts."""
+    causes, alerts = [], []
+    for line in text.splitlines():
+        sample = _PROM_SAMPLE.match(line)
+        if not sample or sample["name"] != DCGM_HEALTH_METRIC:
+            continue
+        labels = dict(_PROM_LABEL.findall(sample["labels"] or ""))
+        try:
+            value = float(sample["value"])
+        except ValueError:
+            continue
+        if value < DCGM_WARN:
+            continue
+        watch = labels.get("health_watch", "?")
+        code = labels.get("health_error_code", "?")
+        where = gpu_address(labels.get("pci_bus_id", "")) or f"gpu {labels.get('gpu', '?')}"
+        if value >= DCGM_FAIL:
+            detail = f"DCGM health watch {watch} fails ({code})"
+            causes.append(cause("dcgm_health", REMOVE, detail, gpu=where, watch=watch))
+        else:
+            detail = f"DCGM health watch {watch} warns ({code})"
+            alerts.append(cause("dcgm_health", ALERT, detail, gpu=where, watch=watch))
+    return causes, alerts
+
+
+def read_url(url: str, timeout: float) -> str:
+    """Return the body of a GET of ``url`` (no proxy); OSError when it cannot be read."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as answer:
+        return answer.read().decode("utf-8", "replace")
+
+
 def cause(kind: str, tier: str, detail: str, **more) -> dict:
     """One reason in a verdict."""
     return {"kind": kind, "tier": tier, "detail": detail, **more}
@@ -359,6 +407,7 @@ def verdict(  # noqa: PLR0913 (every input of the verdict, named)
     remap: tuple[list, list],
     expected_gpus: int,
     now: float,
+    dcgm: tuple[list, list] = ([], []),
 ) -> dict:
     """Return the node's verdict: healthy unless a REMOVE-tier cause stands.
 
@@ -366,11 +415,12 @@ def verdict(  # noqa: PLR0913 (every input of the verdict, named)
     before ``acknowledged_at``); ALERT-tier ones are listed for ten minutes.
     """
     standing = [x for x in xids if x["at"] > acknowledged_at]
-    causes = [xid_cause(x) for x in standing if x["tier"] == REMOVE] + smi[0] + remap[0]
+    causes = [xid_cause(x) for x in standing if x["tier"] == REMOVE] + smi[0] + remap[0] + dcgm[0]
     alerts = (
         [xid_cause(x) for x in standing if x["tier"] == ALERT and now - x["at"] <= ALERT_FOR_S]
         + smi[1]
         + remap[1]
+        + dcgm[1]
     )
     return {
         "node": node,
@@ -387,8 +437,13 @@ def _label(value) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
-def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float) -> str:
-    """Render the verdict as node-exporter textfile metrics (Prometheus text format)."""
+def metrics(
+    result: dict, xid_counts: dict, smi_rc: int | None, duration: float, dcgm_up: int | None = None
+) -> str:
+    """Render the verdict as node-exporter textfile metrics (Prometheus text format).
+
+    ``dcgm_up``: whether dcgm-exporter answered (None: not read, no sample).
+    """
     lines = []
     counted: dict[tuple, int] = {}
     for c in result["causes"] + result["alerts"]:
@@ -441,6 +496,13 @@ def metrics(result: dict, xid_counts: dict, smi_rc: int | None, duration: float)
         "Exit code of the last nvidia-smi run (-1: it did not answer in time).",
         [({}, -1 if smi_rc is None else smi_rc)],
     )
+    if dcgm_up is not None:
+        family(
+            "ai_gpu_health_dcgm_up",
+            "gauge",
+            "1 when dcgm-exporter's health watches were read in the last check, 0 when not.",
+            [({}, dcgm_up)],
+        )
     family(
         "ai_gpu_health_last_check_timestamp_seconds",
         "gauge",
@@ -552,6 +614,8 @@ class Checker:
         self.xid_counts: dict[tuple, int] = {}
         self.smi: tuple[list, list, list] = ([], [], [])
         self.smi_rc: int | None = 0
+        self.dcgm: tuple[list, list] = ([], [])
+        self.dcgm_up: int | None = None
         # Set when nvidia-smi answers: the verdict is renewed at once, not at the next round.
         self.answered = threading.Event()
         self.smi_runner = SmiRunner(
@@ -654,6 +718,8 @@ class Checker:
             # A run that fails keeps the last findings: a remap failure does not clear.
             if rc == 0:
                 self.remap = remap_findings(nvidia_smi.parse_remapped_rows(stdout))
+        if options.dcgm_url:
+            self.read_dcgm()
         result = verdict(
             options.node,
             xids=list(self.xids.values()),
@@ -662,9 +728,11 @@ class Checker:
             remap=self.remap,
             expected_gpus=options.expected_gpus,
             now=now,
+            dcgm=self.dcgm,
         )
         if options.textfile_dir:
-            text = metrics(result, self.xid_counts, self.smi_rc, time.monotonic() - started)
+            took = time.monotonic() - started
+            text = metrics(result, self.xid_counts, self.smi_rc, took, self.dcgm_up)
             self._write(os.path.join(options.textfile_dir, "ai_gpu_health.prom"), text)
         if options.state_file:
             state = {
@@ -681,6 +749,18 @@ class Checker:
             reasons = "; ".join(c["detail"] for c in result["causes"]) or "no fault"
             print(f"{state}: {reasons}", file=sys.stderr, flush=True)
         return result
+
+    def read_dcgm(self) -> None:
+        """Read DCGM's health watches; an exporter that does not answer counts for nothing."""
+        url = self.options.dcgm_url
+        try:
+            text = read_url(url, self.options.dcgm_timeout)
+        except (OSError, ValueError) as exc:
+            self.dcgm, self.dcgm_up = ([], []), 0
+            self._note("dcgm", f"dcgm-exporter {url} cannot be read: {exc}")
+            return
+        self._clear("dcgm")
+        self.dcgm, self.dcgm_up = dcgm_health_findings(text), 1
 
     def current(self, now: float) -> dict:
         """Return the last verdict; unhealthy when the checks stopped running (stale)."""
@@ -767,6 +847,10 @@ def options_from(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--expected-gpus", type=int, default=0, help="0: not checked")
     parser.add_argument("--nvidia-smi", default="nvidia-smi")
     parser.add_argument("--kernel-log", default="/dev/kmsg")
+    parser.add_argument(
+        "--dcgm-url", default="", help="dcgm-exporter's /metrics (health watches); '': not read"
+    )
+    parser.add_argument("--dcgm-timeout", type=float, default=1.0)
     parser.add_argument("--ack-file", default="/var/lib/ai-gpu-health/acknowledged.json")
     parser.add_argument("--state-file", default="/var/lib/ai-gpu-health/state.json")
     parser.add_argument(
