@@ -127,12 +127,18 @@ class Lab:
                 run_ok(host, "touch", "/var/lib/ai-gateway/breaker-reset")
                 assert wait_for(lambda g=gateway: not self.breaker_open(g), 10, 0.5)
 
-    def service_log(self, gateway: str) -> str:
+    def service_log(self, gateway: str, since: int | None = None) -> str:
+        """The membership service's last 50 lines, or its lines since a unix time of the gateway."""
+        window = f"--since @{since}" if since is not None else "-n 50"
         return (
             self.gateways[gateway]
-            .run("journalctl -u ai-gateway-membership --no-pager -n 50 -o cat")
+            .run(f"journalctl -u ai-gateway-membership --no-pager {window} -o cat")
             .stdout
         )
+
+    def clock(self, gateway: str) -> int:
+        """The gateway's time (unix seconds), for service_log's ``since``."""
+        return int(run_ok(self.gateways[gateway], "date", "+%s"))
 
     def heal(self) -> None:
         """Every node answers healthy, its faults acknowledged, and is in on every gateway."""

@@ -261,6 +261,7 @@ def test_an_operator_drained_node_whose_gpus_recover_stays_drained(lab):
         lab.inventory, ROOT / "playbooks" / "drain.yml", args=("-e", f"ai_fleet_nodes={name}")
     )
     assert drain.returncode == 0, (drain.stdout + drain.stderr)[-3000:]
+    since = {gateway: lab.clock(gateway) for gateway in lab.gateways}
     try:
         assert lab.down_everywhere(name)
         lab.dcgm_faults(name, DCGM_FAIL)
@@ -271,7 +272,7 @@ def test_an_operator_drained_node_whose_gpus_recover_stays_drained(lab):
         time.sleep(lab.settings["rules"]["return_after_s"] + 10)
         assert lab.down_everywhere(name)
         for gateway in lab.gateways:
-            assert f"returned: {name}" not in lab.service_log(gateway)
+            assert f"returned: {name}" not in lab.service_log(gateway, since[gateway])
     finally:
         undrain = run_playbook(
             lab.inventory, ROOT / "playbooks" / "undrain.yml", args=("-e", f"ai_fleet_nodes={name}")
