@@ -18,6 +18,8 @@ from fleet import container_address, host_of
 
 SETTINGS = "/etc/ai-gateway/membership.json"
 STATE = "/var/lib/ai-gateway/membership.json"
+# The gateways' record of the operator's drains (playbooks/drain.yml).
+DRAINED = "/var/lib/ai-gateway/drained.json"
 METRICS = "/var/lib/prometheus/node-exporter/ai_gateway_membership.prom"
 CHECKER_METRICS = "/var/lib/prometheus/node-exporter/ai_gpu_health.prom"
 FAKE_STATE = "/etc/ai-gpu-health/fake-nvidia-smi.state"

@@ -833,34 +833,56 @@ class DcgmStandIn:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def test_the_program_reads_dcgm_health_and_an_absent_exporter_changes_nothing(installed):
+def test_the_program_reads_dcgm_health_and_a_silent_exporter_keeps_the_last_findings(installed):
     tmp, args, env = installed
     dcgm = DcgmStandIn()
-    try:
-        once = [*args, "--once", "--smi-timeout=2", f"--dcgm-url={dcgm.url}"]
+    once = [
+        *args,
+        "--once",
+        "--smi-timeout=2",
+        f"--dcgm-url={dcgm.url}",
+        f"--state-file={tmp / 'state.json'}",
+    ]
+
+    def check() -> tuple[int, dict, str]:
         done = subprocess.run(once, capture_output=True, text=True, env=env, check=False)
-        assert done.returncode == 0, done.stdout
+        return done.returncode, json.loads(done.stdout), done.stderr
+
+    def dcgm_up() -> list:
         prom = (tmp / "textfile" / "ai_gpu_health.prom").read_text()
-        assert metric_samples(prom)["ai_gpu_health_dcgm_up"] == [("", 1.0)]
+        return metric_samples(prom)["ai_gpu_health_dcgm_up"]
+
+    try:
+        assert check()[0] == 0
+        assert dcgm_up() == [("", 1.0)]
         dcgm.text = dcgm_metrics({(0, "PCIE"): (20, "DCGM_FR_PCI_REPLAY_RATE")})
-        done = subprocess.run(once, capture_output=True, text=True, env=env, check=False)
-        result = json.loads(done.stdout)
-        assert done.returncode == 1
+        rc, result, _ = check()
+        assert rc == 1
         assert [(c["kind"], c["gpu"], c["watch"]) for c in result["causes"]] == [
             ("dcgm_health", "0000:18:00", "PCIE")
         ]
+        # An answer without health watches (an older exporter, another counters
+        # file) is not a healthy one: the last findings stand.
+        dcgm.text = "# HELP DCGM_FI_DEV_GPU_TEMP x\n"
+        rc, result, stderr = check()
+        assert rc == 1 and "without DCGM_EXP_GPU_HEALTH_STATUS" in stderr
+        assert dcgm_up() == [("", 0.0)]
     finally:
         dcgm.server.shutdown()
         dcgm.server.server_close()
-    # The exporter gone: no cause, and the metric says it was not read.
-    done = subprocess.run(
-        [*args, "--once", "--smi-timeout=2", f"--dcgm-url={dcgm.url}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    # The exporter gone (a restart, a crash): the failing watch still stands,
+    # across restarts of the checker (its state file), and the metric says so.
+    rc, result, stderr = check()
+    assert rc == 1 and "cannot be read" in stderr, stderr
+    assert [c["kind"] for c in result["causes"]] == ["dcgm_health"]
+    assert dcgm_up() == [("", 0.0)]
+    # Once DCGM says the watch passes, the node is healthy again.
+    dcgm = DcgmStandIn()
+    once[once.index(next(a for a in once if a.startswith("--dcgm-url=")))] = (
+        f"--dcgm-url={dcgm.url}"
     )
-    assert done.returncode == 0, done.stdout
-    assert "dcgm-exporter" in done.stderr and "cannot be read" in done.stderr
-    prom = (tmp / "textfile" / "ai_gpu_health.prom").read_text()
-    assert metric_samples(prom)["ai_gpu_health_dcgm_up"] == [("", 0.0)]
+    try:
+        assert check()[0] == 0
+    finally:
+        dcgm.server.shutdown()
+        dcgm.server.server_close()

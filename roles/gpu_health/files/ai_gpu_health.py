@@ -17,7 +17,8 @@ host's own Python). Every ``--interval`` seconds it reads:
 - DCGM's health watches, where NVIDIA's dcgm-exporter runs on the node
   (``--dcgm-url``, its ``/metrics``): a watch that fails removes the node
   while it fails, one that warns alerts. An exporter that does not answer
-  changes nothing (the monitoring alerts on it).
+  keeps the last findings (``ai_gpu_health_dcgm_up`` 0; the monitoring
+  alerts on it).
 
 It publishes the verdict as JSON on ``http://<listen>:<port>/verdict`` (200
 when healthy, 503 when not; the gateways' membership service polls it) to
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import ipaddress
 import json
 import os
@@ -500,7 +502,8 @@ def metrics(
         family(
             "ai_gpu_health_dcgm_up",
             "gauge",
-            "1 when dcgm-exporter's health watches were read in the last check, 0 when not.",
+            "1 when dcgm-exporter's health watches were read in the last check, 0 when not "
+            "(the last ones read stand).",
             [({}, dcgm_up)],
         )
     family(
@@ -614,7 +617,7 @@ class Checker:
         self.xid_counts: dict[tuple, int] = {}
         self.smi: tuple[list, list, list] = ([], [], [])
         self.smi_rc: int | None = 0
-        self.dcgm: tuple[list, list] = ([], [])
+        self.dcgm: tuple[list, list] = tuple(saved.get("dcgm", ([], [])))
         self.dcgm_up: int | None = None
         # Set when nvidia-smi answers: the verdict is renewed at once, not at the next round.
         self.answered = threading.Event()
@@ -739,6 +742,7 @@ class Checker:
                 "log": self.log.position,
                 "xids": list(self.xids.values()),
                 "remap": self.remap,
+                "dcgm": self.dcgm,
             }
             self._write(options.state_file, json.dumps(state) + "\n")
         with self.lock:
@@ -751,13 +755,22 @@ class Checker:
         return result
 
     def read_dcgm(self) -> None:
-        """Read DCGM's health watches; an exporter that does not answer counts for nothing."""
+        """Read DCGM's health watches from dcgm-exporter.
+
+        An exporter that does not answer, or answers without health watches,
+        changes nothing: the last findings stand (a failing GPU does not
+        return because its exporter restarted), and ``dcgm_up`` says 0.
+        """
         url = self.options.dcgm_url
         try:
             text = read_url(url, self.options.dcgm_timeout)
-        except (OSError, ValueError) as exc:
-            self.dcgm, self.dcgm_up = ([], []), 0
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            self.dcgm_up = 0
             self._note("dcgm", f"dcgm-exporter {url} cannot be read: {exc}")
+            return
+        if not re.search(rf"^{DCGM_HEALTH_METRIC}\{{", text, re.M):
+            self.dcgm_up = 0
+            self._note("dcgm", f"dcgm-exporter {url} answers without {DCGM_HEALTH_METRIC}")
             return
         self._clear("dcgm")
         self.dcgm, self.dcgm_up = dcgm_health_findings(text), 1
